@@ -1,0 +1,83 @@
+"""The application factory: everything ``python -m bot`` wires together, in one place.
+
+Tests build the bot through :func:`build_application` too, so they run exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from typing import Any
+
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+
+import handlers
+from bot.admission import UserLimits
+from bot.budget import make_budget
+from bot.config import Settings
+from bot.picwish import PicWishClient
+from bot.service import CutoutService
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Seconds a SIGTERM leaves jobs in flight to finish before they are left for the next start.
+STOP_GRACE = 6.0
+
+
+def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
+    """Build the bot: Telegram client, handlers, and the cutout machinery opened in post_init."""
+    app = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{settings.telegram_api_url}/bot")
+        .base_file_url(f"{settings.telegram_api_url}/file/bot")
+        .rate_limiter(AIORateLimiter(max_retries=5))
+        .concurrent_updates(64)
+        .connection_pool_size(64)
+        .get_updates_read_timeout(35)
+        .post_init(_open)
+        .post_stop(_stop)
+        .post_shutdown(_close)
+        .build()
+    )
+    app.bot_data["settings"] = settings
+    handlers.register(app)
+    return app
+
+
+async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    settings: Settings = app.bot_data["settings"]
+    store = Store(settings.data_dir / "bot.sqlite3")
+    # The budget key names the API key without revealing it: processes sharing a key share a budget.
+    budget_key = "picwish:qps:" + hashlib.sha256(settings.picwish_api_key.encode()).hexdigest()[:16]
+    budget = make_budget(settings.picwish_qps, settings.redis_url, budget_key)
+    client = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
+    # Enough requests in flight to keep the budget busy while each waits on the API (about 1 s each).
+    workers = max(4, math.ceil(settings.picwish_qps * 3))
+    service = CutoutService(
+        store=store,
+        backend=client,
+        data_dir=settings.data_dir,
+        limits=UserLimits(settings.user_max_pending, settings.user_per_minute),
+        workers=workers,
+    )
+    app.bot_data.update(store=store, budget=budget, client=client, service=service)
+    await service.start(handlers.TelegramMessenger(app.bot, store, settings))
+    log.info("bot @%s is up (QPS %g, %d workers)", app.bot.username, settings.picwish_qps, workers)
+
+
+async def _stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    service: CutoutService | None = app.bot_data.get("service")
+    if service is not None:
+        await service.stop(STOP_GRACE)
+
+
+async def _close(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    if (client := app.bot_data.pop("client", None)) is not None:
+        await client.aclose()
+    if (budget := app.bot_data.pop("budget", None)) is not None:
+        await budget.close()
+    if (store := app.bot_data.pop("store", None)) is not None:
+        store.close()

@@ -1,0 +1,33 @@
+"""The interface every cutout backend implements (the PicWish client today, an offline engine later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CutoutRequest:
+    """A prepared upload, already within the API limits (format, pixels, bytes)."""
+
+    image: bytes = field(repr=False)
+    filename: str
+    mime: str
+    crop: bool = True
+    output_format: str = "png"
+    # A hint after a failed attempt: use the API's async task mode (a backend may ignore it).
+    prefer_async: bool = False
+
+
+class CutoutBackend(Protocol):
+    """Turns one image into a transparent head cutout."""
+
+    name: str
+
+    async def cutout(self, request: CutoutRequest) -> bytes:
+        """Return the result image bytes; raise a :class:`bot.errors.CutoutError` subclass on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and other resources."""
+        ...

@@ -1,0 +1,199 @@
+"""The PicWish QPS budget, shared by every request we send (task creations and polls alike).
+
+``acquire()`` returns when the caller may start one request; no window ever holds more than
+``qps`` starts. ``pause()`` is for a 429: someone else spends the same key, so nobody starts
+anything until the pause is over. ``LocalBudget`` serves one process; ``RedisBudget`` shares
+the budget between every process (and host) that talks to the same Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+# The server counts arrivals in 1.0 s windows by its own clock; our "start" is taken a little
+# earlier, and request i may be delayed (network, event loop) more than request i+qps. 40 ms of
+# slack absorbs that jitter while keeping 2/(1 + 0.04) = 1.92 >= 0.95 x 2 requests per second.
+SAFETY_MARGIN = 0.04
+DEFAULT_WINDOW = 1.0 + SAFETY_MARGIN
+MIN_QPS = 0.1
+# A RedisBudget waiter re-asks Redis at least this often, so it notices pauses set meanwhile.
+MAX_REDIS_SLEEP = 1.0
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class QpsBudget(Protocol):
+    async def acquire(self) -> None:
+        """Return when this caller may start one request now."""
+
+    async def pause(self, seconds: float) -> None:
+        """A 429 came back: nobody starts a request for ``seconds`` from now."""
+
+    async def close(self) -> None:
+        """Release connections; the budget must not be used afterwards."""
+
+
+def _shape(qps: float, window: float) -> tuple[int, float]:
+    """``qps`` starts per ``window`` as (burst, span): at most ``burst`` starts in any ``span`` seconds.
+
+    An integer qps gives (qps, window); 0.5 gives (1, 2 x window): one request every two seconds.
+    """
+    if not math.isfinite(qps) or qps < MIN_QPS:
+        raise ValueError(f"qps must be at least {MIN_QPS}, got {qps!r}")
+    if not math.isfinite(window) or window <= 0:
+        raise ValueError(f"window must be positive, got {window!r}")
+    burst = max(1, math.floor(qps))
+    return burst, window * burst / qps
+
+
+class LocalBudget:
+    """The budget of one process: a sliding log of the last ``burst`` start times.
+
+    Waiters are served first come, first served (``asyncio.Lock`` hands over in FIFO order);
+    only the head of the line sleeps, and only until the oldest start leaves the window.
+    """
+
+    def __init__(
+        self,
+        qps: float,
+        *,
+        window: float = DEFAULT_WINDOW,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.qps = qps
+        self._burst, self._span = _shape(qps, window)
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+        self._paused_until = -math.inf
+        self._line = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._line:
+            while True:
+                wait = self._wait(self._clock())
+                if wait <= 0:
+                    return
+                await self._sleep(wait)
+
+    def _wait(self, now: float) -> float:
+        """Seconds until a start is allowed, or 0 after recording a start at ``now``."""
+        while self._starts and self._starts[0] <= now - self._span:
+            self._starts.popleft()
+        wait = self._paused_until - now
+        if len(self._starts) >= self._burst:
+            wait = max(wait, self._starts[0] + self._span - now)
+        if wait > 0:
+            return wait
+        self._starts.append(now)
+        return 0.0
+
+    async def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS[1]: sorted set of start times (µs, Redis clock); KEYS[2]: "paused until" (µs, Redis clock).
+# ARGV: burst, span in µs, a member unique to this start. Returns 0 (granted) or the ms to wait.
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local burst = tonumber(ARGV[1])
+local span = tonumber(ARGV[2])
+local wait = 0
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  wait = paused - now
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
+if redis.call('ZCARD', KEYS[1]) >= burst then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  wait = math.max(wait, tonumber(oldest[2]) + span - now)
+end
+if wait > 0 then
+  return math.max(1, math.ceil(wait / 1000))
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(span / 1000) + 1000)
+return 0
+"""
+
+# KEYS[1]: "paused until" (µs, Redis clock). ARGV[1]: the pause in µs. Only ever extends a pause.
+_PAUSE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pause = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now + pause > current then
+  redis.call('SET', KEYS[1], now + pause, 'PX', math.ceil(pause / 1000) + 1000)
+end
+return 0
+"""
+
+
+class RedisBudget:
+    """The budget shared by every process using the same Redis and ``key``.
+
+    A Lua script decides atomically on the Redis server's clock, so processes on hosts whose
+    clocks disagree still share one window. ``key`` must not contain the API key itself
+    (``make_budget`` derives it from a hash).
+    """
+
+    def __init__(self, redis_url: str, key: str, qps: float, *, window: float = DEFAULT_WINDOW) -> None:
+        self.qps = qps
+        burst, span = _shape(qps, window)
+        self._burst = burst
+        self._span_us = math.ceil(span * 1_000_000)
+        self._starts_key = key
+        self._paused_key = f"{key}:paused"
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+        self._acquire_script = self._redis.register_script(_ACQUIRE_LUA)
+        self._pause_script = self._redis.register_script(_PAUSE_LUA)
+        # Waiters of this process ask Redis one at a time, in arrival order.
+        self._line = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        member = uuid.uuid4().hex
+        async with self._line:
+            while True:
+                wait_ms = int(
+                    await self._acquire_script(
+                        keys=[self._starts_key, self._paused_key], args=[self._burst, self._span_us, member]
+                    )
+                )
+                if wait_ms <= 0:
+                    return
+                await asyncio.sleep(min(wait_ms / 1000, MAX_REDIS_SLEEP))
+
+    async def pause(self, seconds: float) -> None:
+        if seconds > 0:
+            await self._pause_script(keys=[self._paused_key], args=[math.ceil(seconds * 1_000_000)])
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def budget_key(api_key: str) -> str:
+    """The Redis key for an API key's budget: a hash, so the key never appears in Redis."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return f"cutout:qps:{digest}"
+
+
+def make_budget(qps: float, redis_url: str | None, api_key: str) -> QpsBudget:
+    """A Redis-shared budget when ``redis_url`` is set, else one for this process only."""
+    if redis_url:
+        return RedisBudget(redis_url, budget_key(api_key), qps)
+    return LocalBudget(qps)

@@ -1,0 +1,153 @@
+"""Settings from the environment (and ``.env`` through python-dotenv).
+
+The variable names are a contract: deployment docs and outside tests rely on them. A missing or
+malformed value raises :class:`ConfigError` with one line that names the variable and the fix;
+``python -m bot`` prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import load_dotenv
+
+_TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    telegram_bot_token: str = field(repr=False)
+    picwish_api_key: str = field(repr=False)
+    telegram_api_url: str = "https://api.telegram.org"
+    picwish_api_url: str = "https://techhk.aoscdn.com"
+    picwish_qps: float = 2.0
+    data_dir: Path = Path("./data")
+    log_level: str = "INFO"
+    user_max_pending: int = 5
+    user_per_minute: int = 10
+    redis_url: str | None = field(default=None, repr=False)
+    admin_user_ids: frozenset[int] = frozenset()
+    allowed_user_ids: frozenset[int] = frozenset()
+    allowed_chat_ids: frozenset[int] = frozenset()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every value that must never reach a log line, a message or an exception text."""
+        values = [self.telegram_bot_token, self.picwish_api_key]
+        if self.redis_url and (password := urlsplit(self.redis_url).password):
+            values.append(password)
+        return tuple(v for v in values if v)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+    """Read and check every setting. ``environ`` defaults to ``os.environ`` after loading ``.env``."""
+    if environ is None:
+        if dotenv:
+            load_dotenv(Path.cwd() / ".env", override=False)
+        environ = os.environ
+    env = {k: v.strip() for k, v in environ.items()}
+
+    token = _required(env, "TELEGRAM_BOT_TOKEN", "get one from @BotFather and put it in .env")
+    if not _TOKEN_RE.match(token):
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN does not look like a bot token (expected 123456:ABC-...); "
+            "copy it again from @BotFather"
+        )
+    api_key = _required(env, "PICWISH_API_KEY", "get one at https://picwish.com/my-account?subRoute=api-key")
+    if any(c.isspace() for c in api_key):
+        raise ConfigError("PICWISH_API_KEY contains whitespace; paste the key exactly as PicWish shows it")
+
+    log_level = env.get("LOG_LEVEL", "") or "INFO"
+    if log_level.upper() not in _LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}; got {log_level!r}")
+
+    return Settings(
+        telegram_bot_token=token,
+        picwish_api_key=api_key,
+        telegram_api_url=_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
+        picwish_api_url=_url(env, "PICWISH_API_URL", "https://techhk.aoscdn.com"),
+        picwish_qps=_number(env, "PICWISH_QPS", 2.0, minimum=0.1, maximum=100),
+        data_dir=Path(env.get("DATA_DIR") or "./data"),
+        log_level=log_level.upper(),
+        user_max_pending=int(_number(env, "USER_MAX_PENDING", 5, minimum=1, maximum=1000, integer=True)),
+        user_per_minute=int(_number(env, "USER_PER_MINUTE", 10, minimum=1, maximum=10000, integer=True)),
+        redis_url=_redis_url(env),
+        admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
+        allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
+        allowed_chat_ids=_ids(env, "ALLOWED_CHAT_IDS"),
+    )
+
+
+def _required(env: Mapping[str, str], name: str, how: str) -> str:
+    value = env.get(name, "")
+    if not value:
+        raise ConfigError(f"{name} is not set: {how} (see .env.example)")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL such as {default}; got {value!r}")
+    return value
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float,
+    integer: bool = False,
+) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind} between {minimum:g} and {maximum:g}; got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}; got {raw!r}")
+    return value
+
+
+def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
+    raw = env.get(name, "")
+    ids: set[int] = set()
+    for part in filter(None, (p.strip() for p in raw.replace(";", ",").split(","))):
+        try:
+            ids.add(int(part))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a comma-separated list of numeric Telegram ids; {part!r} is not one"
+            ) from None
+    return frozenset(ids)
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    value = env.get("REDIS_URL", "")
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        # Never echo the value: it may hold a password.
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return value
+
+
+def log_level_number(settings: Settings) -> int:
+    return int(getattr(logging, settings.log_level))

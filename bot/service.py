@@ -1,0 +1,457 @@
+"""The cutout service: accepted photos in, answers out, nothing lost on the way.
+
+    submit() -> intake (download, validate, cache) -> fair queue -> workers (QPS-budgeted API calls,
+    retries) -> render -> cache -> Messenger.deliver()
+
+This module knows nothing of Telegram. It talks to the chat side through :class:`Messenger`, which
+``handlers/`` implements. Every accepted job is in SQLite until it is answered, and open jobs are
+resumed at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bot import errors
+from bot.admission import UserLimits
+from bot.backend import CutoutBackend, CutoutRequest
+from bot.fairqueue import FairQueue
+from bot.imaging import PreparedImage, prepare_upload, render_cutout
+from bot.store import CutoutRecord, JobRecord, Store
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+#: Options sent with every task; part of the cache key so other options never reuse a result.
+CUTOUT_OPTIONS = "crop=1;format=png"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the chat side knows about a photo when it arrives."""
+
+    user_id: int
+    chat_id: int
+    chat_type: str
+    message_id: int
+    file_id: str
+    file_unique_id: str
+    file_size: int | None = None
+    file_name: str | None = None
+    mime: str | None = None
+    thread_id: int | None = None
+    lang: str | None = None
+
+
+class Messenger(Protocol):
+    """The chat side of a job. Implemented in ``handlers/``; every method may raise on network trouble."""
+
+    async def acknowledge(self, job: JobRecord) -> int | None:
+        """Show that the photo was received; return the id of the status message, if one was sent."""
+
+    async def download(self, job: JobRecord) -> bytes: ...
+
+    async def show_status(self, job: JobRecord, status: str, position: int | None) -> None:
+        """Edit the status message: ``status`` is ``"queued"`` (with ``position``) or ``"working"``."""
+
+    async def chat_action(self, job: JobRecord) -> None: ...
+
+    async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None: ...
+
+    async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
+
+    async def alert_admins(self, text_key: str) -> None: ...
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded in total time before the user hears anything."""
+
+    base: float = 1.0
+    cap: float = 15.0
+    total: float = 90.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(self.base / 2, min(self.cap, self.base * 2**attempt))
+
+
+@dataclass
+class _StatusState:
+    """What a job's status message shows and what it should show; edits are spaced out."""
+
+    job: JobRecord
+    wanted: tuple[str, int | None] = ("received", None)
+    shown: tuple[str, int | None] = ("received", None)
+    last_edit: float = 0.0
+
+
+@dataclass
+class ServiceStats:
+    accepted: int = 0
+    answered: int = 0
+    failed: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+class CutoutService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        backend: CutoutBackend,
+        data_dir: Path,
+        limits: UserLimits,
+        workers: int = 4,
+        intake_concurrency: int = 4,
+        retry: RetryPolicy | None = None,
+        chat_action_every: float = 4.0,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.limits = limits
+        self.retry = retry or RetryPolicy()
+        self.stats = ServiceStats()
+        self._incoming = data_dir / "incoming"
+        self._cutouts = data_dir / "cutouts"
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        self._cutouts.mkdir(parents=True, exist_ok=True)
+        self._workers = workers
+        self._intake_slots = asyncio.Semaphore(intake_concurrency)
+        self._chat_action_every = chat_action_every
+        self._queue: FairQueue[JobRecord] = FairQueue()
+        self._status: dict[str, _StatusState] = {}
+        self._inflight: dict[str, asyncio.Future[CutoutRecord]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._working: set[asyncio.Task[None]] = set()
+        self._messenger: Messenger | None = None
+        self._closing = False
+        self._key_incident = False
+        self._started_at: dict[str, float] = {}
+
+    # --- life cycle ---------------------------------------------------------------------------
+    async def start(self, messenger: Messenger) -> None:
+        """Start the workers and resume every job that was accepted but not answered."""
+        self._messenger = messenger
+        self._closing = False
+        for n in range(self._workers):
+            self._loops.append(asyncio.create_task(self._worker(), name=f"cutout-worker-{n}"))
+        self._loops.append(asyncio.create_task(self._status_loop(), name="cutout-status"))
+        resumed = self.store.open_jobs()
+        for job in resumed:
+            self._status[job.id] = _StatusState(job)
+            if job.state in ("queued", "working") and self._incoming_path(job).exists():
+                self._enqueue(job)
+            else:
+                self._spawn(self._intake(job))
+        if resumed:
+            log.info("resumed %d unanswered job(s)", len(resumed))
+
+    async def stop(self, timeout: float = 7.0) -> None:
+        """Stop taking work, let jobs in flight finish within ``timeout``; the rest stay in SQLite."""
+        self._closing = True
+        for task in self._loops:
+            task.cancel()
+        pending = self._tasks | self._working
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+                log.info("%d job(s) left unanswered for the next start", len(still))
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+
+    @property
+    def messenger(self) -> Messenger:
+        if self._messenger is None:
+            raise RuntimeError("CutoutService.start() was not called")
+        return self._messenger
+
+    # --- accepting photos ---------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Accept a photo or raise: :class:`errors.Refused` (limits, restarting) or a BadInput known up front.
+
+        On success the job is in SQLite and will be answered, whatever happens to this process.
+        """
+        if self._closing:
+            raise errors.Refused("shutting_down")
+        if spec.file_size is not None and spec.file_size > TELEGRAM_DOWNLOAD_LIMIT:
+            raise errors.FileTooBig(f"{spec.file_size} bytes")
+        if spec.file_size == 0:
+            raise errors.EmptyFile()
+        admission = self.limits.try_admit(spec.user_id, self.store.count_open_jobs(spec.user_id))
+        if not admission.ok:
+            raise errors.Refused(admission.reason or "busy", admission.retry_after)
+        job = self.store.new_job(**spec.__dict__)
+        self.stats.accepted += 1
+        self._status[job.id] = _StatusState(job)
+        self._started_at[job.id] = time.monotonic()
+        self._spawn(self._intake(job))
+        return job
+
+    def pending(self, user_id: int) -> int:
+        return self.store.count_open_jobs(user_id)
+
+    def position(self, job: JobRecord) -> int | None:
+        return self._queue.position(job)
+
+    # --- intake: download, validate, cache --------------------------------------------------------
+    async def _intake(self, job: JobRecord) -> None:
+        try:
+            if job.status_message_id is None:
+                status_id = await self.messenger.acknowledge(job)
+                self.store.update_job(job, status_message_id=status_id)
+            cached = self._cached_for_file(job)
+            if cached is not None:
+                await self._answer(job, cached, from_cache=True)
+                return
+            async with self._intake_slots:
+                raw = await self.messenger.download(job)
+                prepared = await asyncio.to_thread(prepare_upload, raw)
+                del raw
+                cache_key = _cache_key(prepared)
+                self.store.update_job(job, cache_key=cache_key)
+                self.store.remember_file(job.file_unique_id, CUTOUT_OPTIONS, cache_key)
+                cached = self.store.cutout_by_key(cache_key)
+                if cached is not None:
+                    await self._answer(job, cached, from_cache=True)
+                    return
+                await asyncio.to_thread(self._write_incoming, job, prepared)
+            self.store.update_job(job, state="queued")
+            self._enqueue(job)
+        except asyncio.CancelledError:
+            raise
+        except errors.CutoutError as exc:
+            await self._fail(job, exc)
+        except Exception as exc:
+            log.exception("intake of job %s failed", job.id)
+            await self._fail(job, errors.CutoutError(type(exc).__name__))
+
+    def _cached_for_file(self, job: JobRecord) -> CutoutRecord | None:
+        key = self.store.key_for_file(job.file_unique_id, CUTOUT_OPTIONS)
+        return self.store.cutout_by_key(key) if key else None
+
+    def _enqueue(self, job: JobRecord) -> None:
+        self._queue.put(job.user_id, job)
+        self._want_status(job, "queued", self._queue.position(job))
+
+    # --- workers ------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while not self._closing:
+            job = await self._queue.get()
+            task = asyncio.create_task(self._process(job), name=f"cutout-job-{job.id[:8]}")
+            self._working.add(task)
+            try:
+                # Shielded: a stop() lets the job finish within its grace period instead of killing it.
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise
+            finally:
+                if task.done():
+                    self._working.discard(task)
+                else:
+                    task.add_done_callback(self._working.discard)
+
+    async def _process(self, job: JobRecord) -> None:
+        self.store.update_job(job, state="working")
+        self._want_status(job, "working", None)
+        action = asyncio.create_task(self._chat_action_loop(job))
+        try:
+            cutout = await self._cutout_once(job)
+            await self._answer(job, cutout, from_cache=False)
+        except asyncio.CancelledError:
+            raise
+        except errors.CutoutError as exc:
+            await self._fail(job, exc)
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            await self._fail(job, errors.CutoutError(type(exc).__name__))
+        finally:
+            action.cancel()
+
+    async def _cutout_once(self, job: JobRecord) -> CutoutRecord:
+        """The cutout for this job's image: from the cache, from an identical job in flight, or from the API."""
+        key = job.cache_key
+        assert key is not None
+        if (cached := self.store.cutout_by_key(key)) is not None:
+            return cached
+        if (twin := self._inflight.get(key)) is not None:
+            return await asyncio.shield(twin)
+        future: asyncio.Future[CutoutRecord] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            record = await self._make_cutout(job, key)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else errors.CutoutError("cancelled"))
+                future.exception()  # mark retrieved: twins may not exist
+            raise
+        else:
+            future.set_result(record)
+            return record
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _make_cutout(self, job: JobRecord, key: str) -> CutoutRecord:
+        data = await asyncio.to_thread(self._incoming_path(job).read_bytes)
+        request = CutoutRequest(image=data, filename=job.file_name or "photo.jpg", mime=job.mime or "image/jpeg")
+        result = await self._call_with_retries(request)
+        rendered = await asyncio.to_thread(render_cutout, result)
+        sticker_path, png_path = self._cutout_paths(key)
+        await asyncio.to_thread(_write_files, {sticker_path: rendered.sticker_webp, png_path: rendered.png})
+        return self.store.add_cutout(key, str(sticker_path), str(png_path), rendered.width, rendered.height)
+
+    async def _call_with_retries(self, request: CutoutRequest) -> bytes:
+        deadline = time.monotonic() + self.retry.total
+        attempt = 0
+        while True:
+            try:
+                self.stats.api_calls += 1
+                result = await self.backend.cutout(request)
+            except errors.Unauthorized:
+                await self._key_rejected()
+                raise
+            except errors.CutoutError as exc:
+                delay = self.retry.delay(attempt)
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+                attempt += 1
+                log.warning("cutout attempt %d failed (%s); retrying in %.1f s", attempt, exc, delay)
+                await asyncio.sleep(delay)
+                if isinstance(exc, errors.ApiTimeout | errors.NetworkError | errors.ServerError):
+                    # The sync endpoint is struggling: the async task API is the documented fallback.
+                    request = CutoutRequest(**{**request.__dict__, "prefer_async": True})
+            else:
+                await self._key_accepted()
+                return result
+
+    async def _key_rejected(self) -> None:
+        if not self._key_incident:
+            self._key_incident = True
+            log.error("PicWish rejected the API key (HTTP 401); alerting admins")
+            await _quietly(self.messenger.alert_admins("admin_key_rejected"))
+
+    async def _key_accepted(self) -> None:
+        if self._key_incident:
+            self._key_incident = False
+            await _quietly(self.messenger.alert_admins("admin_key_recovered"))
+
+    # --- answers ------------------------------------------------------------------------------
+    async def _answer(self, job: JobRecord, cutout: CutoutRecord, *, from_cache: bool) -> None:
+        if from_cache:
+            self.stats.cache_hits += 1
+        await self.messenger.deliver(job, cutout)
+        self.store.update_job(job, state="done", cache_key=cutout.cache_key)
+        self.stats.answered += 1
+        if (started := self._started_at.pop(job.id, None)) is not None:
+            self.stats.durations.append(time.monotonic() - started)
+        self._forget(job)
+
+    async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
+        log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
+        self.stats.failed += 1
+        try:
+            await self.messenger.fail(job, error)
+        finally:
+            self.store.update_job(job, state="failed", error=type(error).__name__)
+            self._started_at.pop(job.id, None)
+            self._forget(job)
+
+    def _forget(self, job: JobRecord) -> None:
+        self._status.pop(job.id, None)
+        self._incoming_path(job).unlink(missing_ok=True)
+
+    # --- feedback -----------------------------------------------------------------------------
+    def _want_status(self, job: JobRecord, status: str, position: int | None) -> None:
+        if (state := self._status.get(job.id)) is not None:
+            state.wanted = (status, position)
+
+    async def _status_loop(self, tick: float = 0.5) -> None:
+        """Keep status messages in step with the line, each edited at most once per 2 s."""
+        while True:
+            await asyncio.sleep(tick)
+            positions = self._queue.positions()
+            now = time.monotonic()
+            edits: list[Awaitable[None]] = []
+            for job, position in positions.items():
+                self._want_status(job, "queued", position)
+            for state in list(self._status.values()):
+                job = state.job
+                if state.wanted == state.shown or job.status_message_id is None:
+                    continue
+                if now - state.last_edit < _edit_interval(job, state.wanted):
+                    continue
+                state.shown, state.last_edit = state.wanted, now
+                edits.append(self.messenger.show_status(job, *state.wanted))
+                if len(edits) >= 10:  # stay well inside Telegram's ~30 messages/s for everything else
+                    break
+            for edit in edits:
+                self._spawn(_quietly(edit))
+
+    async def _chat_action_loop(self, job: JobRecord) -> None:
+        while True:
+            await _quietly(self.messenger.chat_action(job))
+            await asyncio.sleep(self._chat_action_every)
+
+    # --- files --------------------------------------------------------------------------------
+    def _incoming_path(self, job: JobRecord) -> Path:
+        return self._incoming / f"{job.id}.img"
+
+    def _write_incoming(self, job: JobRecord, prepared: PreparedImage) -> None:
+        self._incoming_path(job).write_bytes(prepared.data)
+        self.store.update_job(job, file_name=prepared.filename, mime=prepared.mime)
+
+    def _cutout_paths(self, key: str) -> tuple[Path, Path]:
+        folder = self._cutouts / key[:2]
+        return folder / f"{key}.webp", folder / f"{key}.png"
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _cache_key(prepared: PreparedImage) -> str:
+    return hashlib.sha256(f"{prepared.sha256}|{CUTOUT_OPTIONS}".encode()).hexdigest()
+
+
+def _edit_interval(job: JobRecord, wanted: tuple[str, int | None]) -> float:
+    """Seconds between edits of one status message: 2 s near the front, rarer far back and in groups."""
+    status, position = wanted
+    interval = 2.0 if status != "queued" or (position or 0) <= 5 else 5.0 if (position or 0) <= 20 else 10.0
+    return interval if job.is_private else max(interval, 6.0)
+
+
+def _write_files(files: dict[Path, bytes]) -> None:
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
+async def _quietly(awaitable: Awaitable[None]) -> None:
+    """Run a best-effort chat call (a status edit, a chat action): log failures, never raise."""
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("best-effort call failed: %s", type(exc).__name__)
+
+
+__all__ = ["CUTOUT_OPTIONS", "CutoutService", "JobSpec", "Messenger", "RetryPolicy"]

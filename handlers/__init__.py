@@ -1,0 +1,53 @@
+"""Everything that speaks Telegram: which updates go where. ``register`` wires them into the Application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import Update
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    InlineQueryHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from handlers import access, commands, inline, packs, photos
+from handlers.errors import on_error
+from handlers.messenger import TelegramMessenger
+
+
+class _CaptionAsksForCutout(filters.MessageFilter):
+    """A caption that starts with /cutout or mentions the bot (the bot's username is known after start-up)."""
+
+    def __init__(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        super().__init__(name="CaptionAsksForCutout")
+        self._app = app
+
+    def filter(self, message: Any) -> bool:
+        return photos.caption_asks_for_cutout(message.caption, self._app.bot.username)
+
+
+def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    private = filters.ChatType.PRIVATE
+    groups = filters.ChatType.GROUPS
+    images = filters.PHOTO | filters.Document.ALL
+
+    app.add_handler(TypeHandler(Update, access.gate), group=-1)
+    app.add_handler(CommandHandler("start", commands.start, filters=private))
+    app.add_handler(CommandHandler("help", commands.help_command))
+    app.add_handler(CommandHandler("pack", commands.pack))
+    app.add_handler(CommandHandler("cutout", photos.cutout_command))
+    app.add_handler(MessageHandler(private & filters.PHOTO, photos.private_photo))
+    app.add_handler(MessageHandler(private & filters.Document.ALL, photos.private_document))
+    app.add_handler(MessageHandler(groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo))
+    app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL, photos.private_text))
+    app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
+    app.add_handler(InlineQueryHandler(inline.inline_query))
+    app.add_error_handler(on_error)
+
+
+__all__ = ["TelegramMessenger", "register"]

@@ -1,0 +1,46 @@
+"""/start, /help and /pack."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.packs import pack_link
+from bot.texts import text
+from handlers.common import lang, settings, store
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Greets the user and says what to send."""
+    message, user = update.effective_message, update.effective_user
+    assert message is not None
+    name = user.first_name if user else "there"
+    await message.reply_text(text("start", lang=lang(update), name=name))
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Explains photos, packs, inline mode and groups."""
+    message = update.effective_message
+    assert message is not None
+    config = settings(context)
+    await message.reply_text(
+        text(
+            "help",
+            lang=lang(update),
+            bot=context.bot.username,
+            max_pending=config.user_max_pending,
+            per_minute=config.user_per_minute,
+        )
+    )
+
+
+async def pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Gives the link (or links, one per volume) to the user's sticker pack."""
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    packs = store(context).packs(user.id)
+    if not packs:
+        await message.reply_text(text("pack_none", lang=lang(update)))
+        return
+    links = "\n".join(f"{p.title}: {pack_link(p.name)} ({p.count} stickers)" for p in packs)
+    await message.reply_text(text("pack_links", lang=lang(update), links=links))

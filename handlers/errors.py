@@ -1,0 +1,38 @@
+"""The global error handler: log with context, tell the user, never let one update stop the bot."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.error import Forbidden, NetworkError
+from telegram.ext import ContextTypes
+
+from bot.texts import text
+from handlers.common import is_private, lang
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Logs the failure with the update's ids; tells the user something went wrong, briefly in groups."""
+    error = context.error
+    if isinstance(update, Update):
+        chat = update.effective_chat
+        user = update.effective_user
+        log.error(
+            "update %s (chat %s, user %s) failed: %s",
+            update.update_id,
+            chat.id if chat else None,
+            user.id if user else None,
+            type(error).__name__,
+            exc_info=error,
+        )
+        message = update.effective_message
+        if message is not None and not isinstance(error, Forbidden):
+            try:
+                await message.reply_text(text("error_generic", lang=lang(update), brief=not is_private(update)))
+            except NetworkError as exc:
+                log.warning("could not tell the user about the error: %s", type(exc).__name__)
+    else:
+        log.error("error outside an update: %s", type(error).__name__, exc_info=error)

@@ -1,0 +1,188 @@
+"""The Telegram side of a cutout job: status messages, downloads, the sticker and the PNG."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from bot import errors
+from bot.config import Settings
+from bot.store import CutoutRecord, JobRecord, Store
+from bot.texts import text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Telegram-side failures worth another try, and how long to keep trying before giving up.
+SEND_ATTEMPTS = 5
+SEND_BACKOFF = 1.0
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Retry a Telegram call on RetryAfter, timeouts and 5xx; a 4xx is final."""
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            return await call()
+        except (BadRequest, Forbidden):
+            raise
+        except RetryAfter as exc:
+            if attempt == SEND_ATTEMPTS:
+                raise
+            delay = _seconds(exc.retry_after) + 0.5
+        except NetworkError as exc:  # includes TimedOut and 5xx answers
+            if attempt == SEND_ATTEMPTS:
+                raise
+            delay = SEND_BACKOFF * 2 ** (attempt - 1)
+            log.warning("%s failed (%s), attempt %d", what, type(exc).__name__, attempt)
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def pack_button(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text("button_add_to_pack", lang=lang), callback_data=f"pack:{cutout_id}")]]
+    )
+
+
+class TelegramMessenger:
+    """Implements :class:`bot.service.Messenger` with a PTB ``Bot``."""
+
+    def __init__(self, bot: Bot, store: Store, settings: Settings) -> None:
+        self.bot = bot
+        self.store = store
+        self.settings = settings
+
+    def _reply_to(self, job: JobRecord) -> ReplyParameters:
+        return ReplyParameters(message_id=job.message_id, allow_sending_without_reply=True)
+
+    def _text(self, job: JobRecord, key: str, **values: object) -> str:
+        return text(key, lang=job.lang, brief=not job.is_private, **values)
+
+    async def acknowledge(self, job: JobRecord) -> int | None:
+        message: Message = await with_retries(
+            lambda: self.bot.send_message(
+                job.chat_id,
+                self._text(job, "status_received"),
+                reply_parameters=self._reply_to(job),
+                message_thread_id=job.thread_id,
+            ),
+            what="status message",
+        )
+        return message.message_id
+
+    async def download(self, job: JobRecord) -> bytes:
+        try:
+            file = await with_retries(lambda: self.bot.get_file(job.file_id), what="getFile")
+        except BadRequest as exc:
+            if "too big" in exc.message.lower():
+                raise errors.FileTooBig("Telegram refused the download") from None
+            raise
+        data = await with_retries(file.download_as_bytearray, what="file download")
+        return bytes(data)
+
+    async def show_status(self, job: JobRecord, status: str, position: int | None) -> None:
+        if job.status_message_id is None:
+            return
+        message = (
+            self._text(job, "status_queued", position=position)
+            if status == "queued"
+            else self._text(job, "status_working")
+        )
+        try:
+            await self.bot.edit_message_text(message, chat_id=job.chat_id, message_id=job.status_message_id)
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
+
+    async def chat_action(self, job: JobRecord) -> None:
+        await self.bot.send_chat_action(job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id)
+
+    async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
+        known = self.store.sticker_file_id(cutout.id)
+        sticker: str | bytes = known if known else await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
+        sent = await with_retries(
+            lambda: self.bot.send_sticker(
+                job.chat_id,
+                sticker,
+                reply_parameters=self._reply_to(job),
+                reply_markup=pack_button(cutout.id, job.lang),
+                message_thread_id=job.thread_id,
+            ),
+            what="sendSticker",
+        )
+        if sent.sticker is not None:
+            self.store.remember_sent_sticker(job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id)
+        png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
+        await with_retries(
+            lambda: self.bot.send_document(
+                job.chat_id,
+                png,
+                filename="cutout.png",
+                caption=self._text(job, "png_caption") if job.is_private else None,
+                reply_parameters=self._reply_to(job),
+                message_thread_id=job.thread_id,
+                disable_content_type_detection=True,
+            ),
+            what="sendDocument",
+        )
+        await self._drop_status(job)
+
+    async def fail(self, job: JobRecord, error: errors.CutoutError) -> None:
+        message = self._text(job, error.text_key, **self.text_values(error))
+        if job.status_message_id is not None:
+            try:
+                await with_retries(
+                    lambda: self.bot.edit_message_text(
+                        message, chat_id=job.chat_id, message_id=job.status_message_id
+                    ),
+                    what="error message",
+                )
+                return
+            except BadRequest:
+                pass  # the status message is gone: reply instead
+        await with_retries(
+            lambda: self.bot.send_message(
+                job.chat_id, message, reply_parameters=self._reply_to(job), message_thread_id=job.thread_id
+            ),
+            what="error message",
+        )
+
+    async def alert_admins(self, text_key: str) -> None:
+        for admin in sorted(self.settings.admin_user_ids):
+            try:
+                await self.bot.send_message(admin, text(text_key))
+            except (BadRequest, Forbidden, NetworkError) as exc:
+                log.warning("could not alert admin %s: %s", admin, type(exc).__name__)
+
+    def text_values(self, error: errors.CutoutError) -> dict[str, object]:
+        return self.text_values_for(self.settings, error)
+
+    @staticmethod
+    def text_values_for(settings: Settings, error: errors.CutoutError) -> dict[str, object]:
+        """The values error texts may mention (limits, how long to wait)."""
+        retry_after = getattr(error, "retry_after", 0.0)
+        return {
+            "max_pending": settings.user_max_pending,
+            "per_minute": settings.user_per_minute,
+            "seconds": max(1, round(retry_after)),
+        }
+
+    async def _drop_status(self, job: JobRecord) -> None:
+        if job.status_message_id is None:
+            return
+        try:
+            await self.bot.delete_message(job.chat_id, job.status_message_id)
+        except (BadRequest, Forbidden, NetworkError) as exc:
+            log.debug("could not delete status message: %s", type(exc).__name__)
+
+
+def _seconds(value: object) -> float:
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
