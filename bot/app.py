@@ -5,7 +5,6 @@ Tests build the bot through :func:`build_application` too, so they run exactly w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from typing import Any
@@ -50,9 +49,8 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
 async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     settings: Settings = app.bot_data["settings"]
     store = Store(settings.data_dir / "bot.sqlite3")
-    # The budget key names the API key without revealing it: processes sharing a key share a budget.
-    budget_key = "picwish:qps:" + hashlib.sha256(settings.picwish_api_key.encode()).hexdigest()[:16]
-    budget = make_budget(settings.picwish_qps, settings.redis_url, budget_key)
+    # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
+    budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key)
     client = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
     # Enough requests in flight to keep the budget busy while each waits on the API (about 1 s each).
     workers = max(4, math.ceil(settings.picwish_qps * 3))

@@ -322,7 +322,7 @@ class PicWishClient:
         message = body.get("message") if body is not None else None
         if not isinstance(message, str):
             return ""
-        message = " ".join(message.split())
+        message = " ".join(message.replace(self._api_key, "[redacted]").split())
         return message if len(message) <= _MESSAGE_CHARS else message[: _MESSAGE_CHARS - 1] + "…"
 
     async def _download(self, url: str) -> bytes:
@@ -330,6 +330,7 @@ class PicWishClient:
         for _ in range(_MAX_REDIRECTS + 1):
             request = self._http.build_request("GET", target)
             # Result URLs live on a storage host: the API key has no business travelling there.
+            del request.headers[_API_KEY_HEADER]
             response = await self._send(request, "download", stream=True)
             try:
                 code = response.status_code
@@ -399,7 +400,7 @@ def _request_error(exc: httpx.RequestError, what: str) -> errors.ApiError:
         return errors.ApiTimeout(f"{what}: timed out ({type(exc).__name__})")
     if isinstance(exc, httpx.DecodingError):
         return errors.MalformedResponse(f"{what}: undecodable body")
-    return errors.NetworkError(f"{what}: {exc}")
+    return errors.NetworkError(f"{what}: {type(exc).__name__}")
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:

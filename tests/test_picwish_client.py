@@ -713,48 +713,31 @@ async def test_expired_twice_gives_up(client: PicWishClient, api: FakeApi) -> No
 
 
 # --- secrets ---------------------------------------------------------------------------------------
-FAILURES: list[tuple[str, Callable[[FakeApi], None]]] = [
+def failure(name: str, create: Reply, *downloads: Reply, query: Reply | None = None) -> Any:
+    """One failure path: the create answer, then the result URL's answers, and the query answer."""
+    return pytest.param(create, list(downloads), query, id=name)
+
+
+FAILURES = [
     *[
-        (
-            f"http-{code}",
-            lambda api, code=code: api.creates.append(answer(status=code, http=code, message=KEY)),
-        )
+        failure(f"http-{code}", answer(status=code, http=code, message=KEY))
         for code in (400, 401, 404, 413, 429, 500)
     ],
-    ("body-500", lambda api: api.creates.append(answer(status=500, message=f"bad key {KEY}"))),
-    ("state-7", lambda api: api.creates.append(answer({"task_id": "t1", "state": -7}, message=KEY))),
-    ("html", lambda api: api.creates.append(raw(200, f"<p>{KEY}</p>".encode()))),
-    ("no-data", lambda api: api.creates.append(answer(message=KEY))),
-    ("read-timeout", lambda api: api.creates.append(raises(httpx.ReadTimeout))),
-    ("connect-error", lambda api: api.creates.append(raises(httpx.ConnectError))),
-    ("reset", lambda api: api.creates.append(raises(httpx.ReadError))),
-    ("protocol", lambda api: api.creates.append(raises(httpx.RemoteProtocolError))),
-    (
-        "poll-timeout",
-        lambda api: (api.creates.append(processing()), setattr(api, "query_forever", processing())),
-    ),
-    ("unsafe-url", lambda api: api.creates.append(done(image=f"http://evil.example.com/{KEY}"))),
-    (
-        "download-expired",
-        lambda api: (
-            api.creates.append(done()),
-            api.serve(RESULT_URL, raw(404), raw(404)),
-            api.queries.append(done()),
-        ),
-    ),
-    (
-        "download-reset",
-        lambda api: (api.creates.append(done()), api.serve(RESULT_URL, raises(httpx.ReadError))),
-    ),
-    (
-        "download-timeout",
-        lambda api: (api.creates.append(done()), api.serve(RESULT_URL, raises(httpx.ReadTimeout))),
-    ),
-    ("download-500", lambda api: (api.creates.append(done()), api.serve(RESULT_URL, raw(500, KEY.encode())))),
-    (
-        "download-too-big",
-        lambda api: (api.creates.append(done()), api.serve(RESULT_URL, raw(200, b"x" * 2000))),
-    ),
+    failure("body-500", answer(status=500, message=f"bad key {KEY}")),
+    failure("state-7", answer({"task_id": "t1", "state": -7}, message=KEY)),
+    failure("html", raw(200, f"<p>{KEY}</p>".encode())),
+    failure("no-data", answer(message=KEY)),
+    failure("read-timeout", raises(httpx.ReadTimeout)),
+    failure("connect-error", raises(httpx.ConnectError)),
+    failure("reset", raises(httpx.ReadError)),
+    failure("protocol", raises(httpx.RemoteProtocolError)),
+    failure("poll-timeout", processing(), query=processing()),
+    failure("unsafe-url", done(image=f"http://evil.example.com/{KEY}")),
+    failure("download-expired", done(), raw(404), raw(404), query=done()),
+    failure("download-reset", done(), raises(httpx.ReadError)),
+    failure("download-timeout", done(), raises(httpx.ReadTimeout)),
+    failure("download-500", done(), raw(500, KEY.encode())),
+    failure("download-too-big", done(), raw(200, b"x" * 2000)),
 ]
 
 
@@ -766,17 +749,20 @@ def chain(exc: BaseException | None) -> list[BaseException]:
     return seen
 
 
-@pytest.mark.parametrize(("name", "script"), FAILURES, ids=[name for name, _ in FAILURES])
+@pytest.mark.parametrize(("create", "downloads", "query"), FAILURES)
 async def test_api_key_never_leaks(
     make_client: MakeClient,
     api: FakeApi,
     caplog: pytest.LogCaptureFixture,
-    name: str,
-    script: Callable[[FakeApi], None],
+    create: Reply,
+    downloads: list[Reply],
+    query: Reply | None,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = make_client(max_wait=0.05, max_result_bytes=1000)
-    script(api)
+    api.creates.append(create)
+    api.serve(RESULT_URL, *downloads)
+    api.query_forever = query
 
     with pytest.raises(errors.CutoutError) as caught:
         await client.cutout(photo())
