@@ -1,0 +1,42 @@
+"""Shared fixtures: the two stand-ins on free loopback ports, and the environment the bot reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import API_KEY, BOT_TOKEN, bot_env
+from tests.standins.picwish_api import FakePicWish
+from tests.standins.telegram_api import FakeTelegram
+
+USER = 1001
+OTHER_USER = 1002
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    fake = FakeTelegram(BOT_TOKEN)
+    fake.start()
+    fake.add_user(USER, "Ada")
+    fake.add_user(OTHER_USER, "Grace")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def picwish() -> Iterator[FakePicWish]:
+    fake = FakePicWish(API_KEY, qps=2, latency=0.05)
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def env(telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path) -> dict[str, str]:
+    return bot_env(telegram.url, picwish.url, tmp_path / "data")

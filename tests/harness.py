@@ -1,0 +1,160 @@
+"""Run the real bot against the local stand-ins: in a thread (exactly ``run_polling``) or as ``python -m bot``."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bot.app import build_application
+from bot.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT_TOKEN = "123456789:TEST-token_abcdefghijklmnopqrstuvwxyz"
+API_KEY = "picwish-test-key-0123456789abcdef"
+
+
+def bot_env(telegram_url: str, picwish_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment ``python -m bot`` reads, pointed at the stand-ins."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+        "TELEGRAM_API_URL": telegram_url,
+        "PICWISH_API_KEY": API_KEY,
+        "PICWISH_API_URL": picwish_url,
+        "PICWISH_QPS": "2",
+        "DATA_DIR": str(data_dir),
+        "LOG_LEVEL": "DEBUG",
+    }
+    env.update(extra)
+    return env
+
+
+class BotThread:
+    """The real Application, built by ``build_application`` and run with ``run_polling`` in a thread."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.settings = load_settings(env, dotenv=False)
+        self.app: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bot", daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.app = build_application(self.settings)
+            original = self.app.post_init
+
+            async def post_init(app: Any) -> None:
+                await original(app)
+                self._ready.set()
+
+            self.app.post_init = post_init
+            self.app.run_polling(stop_signals=None, close_loop=False)
+        except BaseException as exc:  # surfaced by start()/stop()
+            self.error = exc
+        finally:
+            self._ready.set()
+            self.loop.close()
+
+    def start(self, timeout: float = 20.0) -> BotThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the bot did not start")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.loop is not None and self._thread.is_alive() and self.app is not None:
+            self.loop.call_soon_threadsafe(self.app.stop_running)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the bot did not stop")
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def service(self) -> Any:
+        return self.app.bot_data["service"]
+
+    def __enter__(self) -> BotThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class BotProcess:
+    """``python -m bot`` as a child process with the given environment (stderr captured to a file)."""
+
+    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+        self.log_path = workdir / f"bot-{os.urandom(3).hex()}.log"
+        self._log = self.log_path.open("wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
+        full_env.update(env)
+        full_env["PYTHONPATH"] = str(ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot"], cwd=workdir, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    @property
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def astronaut_jpeg(quality: int = 90, size: int | None = None) -> bytes:
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut())
+    if size:
+        image = image.resize((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def variant_jpeg(seed: int) -> bytes:
+    """A distinct portrait-like photo per seed (so each is a new image, not a cache hit)."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    pixels = data.astronaut().astype(np.int16) + rng.integers(-12, 12, size=(512, 512, 3), dtype=np.int16)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def open_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

@@ -1,0 +1,461 @@
+"""The image pipeline: what goes up to the cutout API, and the sticker that comes back."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image, ImageDraw
+from skimage import data as samples
+
+from bot import errors, imaging
+
+RNG_SEED = 20240521
+
+
+# --- building inputs -----------------------------------------------------------------------------
+def encode(im: Image.Image, fmt: str, **params: Any) -> bytes:
+    buffer = io.BytesIO()
+    im.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def decode(raw: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(raw))
+    im.load()
+    return im
+
+
+def astronaut() -> Image.Image:  # 512 x 512 portrait
+    return Image.fromarray(samples.astronaut())  # type: ignore[no-untyped-call]
+
+
+def chelsea() -> Image.Image:  # 451 x 300 cat, landscape
+    return Image.fromarray(samples.chelsea())  # type: ignore[no-untyped-call]
+
+
+def camera() -> Image.Image:  # 512 x 512 greyscale
+    return Image.fromarray(samples.camera())  # type: ignore[no-untyped-call]
+
+
+def noise(width: int, height: int, bands: int = 3) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    rng = np.random.default_rng(RNG_SEED)
+    return rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` RGB but holds only a few bytes of pixel data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def rgb_icc_profile(red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...]) -> bytes:
+    """A minimal ICC v2 matrix/gamma RGB profile with the given primaries (XYZ, D50)."""
+
+    def s15f16(*values: float) -> bytes:
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    def xyz(values: tuple[float, ...]) -> bytes:
+        return b"XYZ \x00\x00\x00\x00" + s15f16(*values)
+
+    text = b"swapped test primaries\x00"
+    desc = b"desc\x00\x00\x00\x00" + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67)
+    curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, round(2.2 * 256)) + b"\x00\x00"
+    white = (0.9642, 1.0, 0.8249)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(white)),
+        (b"rXYZ", xyz(red)),
+        (b"gXYZ", xyz(green)),
+        (b"bXYZ", xyz(blue)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, payload in tags:
+        table += signature + struct.pack(">II", offset + len(body), len(payload))
+        body += payload + bytes(-len(payload) % 4)
+    header = (
+        struct.pack(">I", offset + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + s15f16(*white)
+    )
+    return header + bytes(128 - len(header)) + table + body
+
+
+def near(pixel: Any, expected: tuple[int, ...], tolerance: int = 6) -> bool:
+    return all(abs(int(a) - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
+
+
+# --- sniffing ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"])
+def test_sniff_accepts_every_format_we_read(fmt: str) -> None:
+    assert imaging.sniff_image(encode(chelsea(), fmt)[:16])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"hello world",
+        b"%PDF-1.7\n",
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+        b"\x00\x00\x00\x18ftypheic",
+        b"\xff\xd8",
+    ],
+)
+def test_sniff_refuses_other_files(head: bytes) -> None:
+    assert not imaging.sniff_image(head)
+
+
+# --- prepare_upload: what goes up ----------------------------------------------------------------
+def test_upright_rgb_jpeg_goes_up_untouched() -> None:
+    raw = encode(astronaut(), "JPEG", quality=90)
+    prepared = imaging.prepare_upload(raw)
+    assert prepared.data == raw
+    assert (prepared.mime, prepared.filename) == ("image/jpeg", "image.jpg")
+    assert (prepared.width, prepared.height) == (512, 512)
+    assert prepared.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_rgb_png_goes_up_untouched() -> None:
+    raw = encode(chelsea(), "PNG")
+    prepared = imaging.prepare_upload(raw)
+    assert prepared.data == raw
+    assert (prepared.mime, prepared.filename, prepared.width, prepared.height) == (
+        "image/png",
+        "image.png",
+        451,
+        300,
+    )
+
+
+def test_sideways_phone_photo_goes_up_upright_without_metadata() -> None:
+    stored = chelsea()  # stored landscape; orientation 6 means "turn 90° clockwise to view"
+    stored.paste((255, 0, 0), (0, 0, 40, 40))  # marks the stored top-left corner
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make] = "PhoneMaker"
+    raw = encode(stored, "JPEG", quality=95, exif=exif, comment=b"secret")
+
+    prepared = imaging.prepare_upload(raw)
+
+    assert (prepared.width, prepared.height) == (300, 451)
+    upright = decode(prepared.data)
+    assert upright.size == (300, 451)
+    assert near(upright.getpixel((300 - 20, 20)), (255, 0, 0), 30)  # the top-left went top-right
+    assert len(upright.getexif()) == 0
+    assert "comment" not in upright.info and "exif" not in upright.info
+    assert prepared.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_cmyk_jpeg_goes_up_as_rgb_with_its_colours() -> None:
+    raw = encode(Image.new("RGB", (64, 48), (220, 30, 30)).convert("CMYK"), "JPEG", quality=95)
+    out = decode(imaging.prepare_upload(raw).data)
+    assert out.mode == "RGB"
+    assert near(out.getpixel((32, 24)), (220, 30, 30))
+
+
+def test_16_bit_png_keeps_mid_grey_mid_grey() -> None:
+    bands = np.repeat(np.array([0, 32768, 65535], dtype=np.uint16), 32)  # black, mid-grey, white
+    im = Image.fromarray(np.tile(bands, (32, 1)))
+    assert im.mode == "I;16"
+    out = decode(imaging.prepare_upload(encode(im, "PNG")).data)
+    assert out.mode == "RGB"
+    assert near(out.getpixel((16, 16)), (0, 0, 0), 3)
+    assert near(out.getpixel((48, 16)), (128, 128, 128), 3)
+    assert near(out.getpixel((80, 16)), (255, 255, 255), 3)
+
+
+@pytest.mark.parametrize(("mode", "value"), [("I", 32768), ("F", 0.5)])
+def test_32_bit_tiff_grey_scales_to_8_bit(mode: str, value: float) -> None:
+    out = decode(imaging.prepare_upload(encode(Image.new(mode, (32, 32), value), "TIFF")).data)
+    assert near(out.getpixel((16, 16)), (128, 128, 128), 3)
+
+
+def test_palette_png_transparency_is_flattened_onto_white() -> None:
+    im = Image.new("P", (64, 32), 1)
+    im.putpalette([0, 0, 0, 0, 0, 255])
+    im.paste(0, (0, 0, 32, 32))
+    im.info["transparency"] = 0
+    out = decode(imaging.prepare_upload(encode(im, "PNG", transparency=0)).data)
+    assert out.mode == "RGB"
+    assert near(out.getpixel((8, 16)), (255, 255, 255))
+    assert near(out.getpixel((56, 16)), (0, 0, 255))
+
+
+def test_grey_with_alpha_is_flattened_onto_white() -> None:
+    im = camera().convert("LA")
+    alpha = Image.new("L", im.size, 255)
+    alpha.paste(0, (0, 0, 256, 512))
+    im.putalpha(alpha)
+    out = decode(imaging.prepare_upload(encode(im, "PNG")).data)
+    assert out.mode == "RGB"
+    assert near(out.getpixel((100, 100)), (255, 255, 255))
+    grey = camera().getpixel((400, 300))
+    assert isinstance(grey, int)
+    assert near(out.getpixel((400, 300)), (grey, grey, grey), 10)
+
+
+def test_animated_gif_sends_its_first_frame() -> None:
+    red, blue = Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 255))
+    raw = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
+    assert getattr(decode(raw), "n_frames", 1) == 2
+    out = decode(imaging.prepare_upload(raw).data)
+    assert near(out.getpixel((32, 32)), (255, 0, 0), 10)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "WEBP", "GIF"])
+def test_other_formats_go_up_as_jpeg(fmt: str) -> None:
+    prepared = imaging.prepare_upload(encode(chelsea(), fmt))
+    out = decode(prepared.data)
+    assert (prepared.mime, out.format, out.mode, out.size) == ("image/jpeg", "JPEG", "RGB", (451, 300))
+
+
+def test_greyscale_jpeg_goes_up_as_rgb() -> None:
+    out = decode(imaging.prepare_upload(encode(camera(), "JPEG")).data)
+    assert (out.mode, out.size) == ("RGB", (512, 512))
+
+
+def test_colour_profile_is_applied_then_dropped() -> None:
+    # A profile whose "red" channel holds sRGB's green primary: pure red in it is green on screen.
+    srgb_red, srgb_green, srgb_blue = (
+        (0.4361, 0.2225, 0.0139),
+        (0.3851, 0.7169, 0.0971),
+        (0.1431, 0.0606, 0.7141),
+    )
+    icc = rgb_icc_profile(red=srgb_green, green=srgb_red, blue=srgb_blue)
+    raw = encode(Image.new("RGB", (32, 32), (255, 0, 0)), "TIFF", icc_profile=icc)
+    out = decode(imaging.prepare_upload(raw).data)
+    red, green, _ = out.getpixel((16, 16))  # type: ignore[misc]
+    assert green > 200 and red < 60
+    assert "icc_profile" not in out.info
+
+
+def test_5000x3000_photo_is_fitted_into_4096() -> None:
+    raw = encode(chelsea().resize((5000, 3000)), "JPEG", quality=80)
+    prepared = imaging.prepare_upload(raw)
+    assert (prepared.width, prepared.height) == (4096, 2458)
+    assert decode(prepared.data).size == (4096, 2458)
+
+
+def test_huge_jpeg_is_decoded_at_reduced_scale_and_fitted() -> None:
+    im = Image.new("RGB", (8200, 1100), (255, 0, 0))
+    im.paste((0, 0, 255), (4100, 0, 8200, 1100))
+    out = decode(imaging.prepare_upload(encode(im, "JPEG", quality=90)).data)
+    assert out.size == (4096, 549)
+    assert near(out.getpixel((1000, 274)), (255, 0, 0), 10)
+    assert near(out.getpixel((3000, 274)), (0, 0, 255), 10)
+
+
+def test_input_over_20_mb_goes_up_under_20_mb() -> None:
+    raw = encode(Image.fromarray(noise(3000, 2500)), "BMP")
+    assert len(raw) > imaging.API_MAX_BYTES
+    prepared = imaging.prepare_upload(raw)
+    assert len(prepared.data) <= imaging.API_MAX_BYTES
+    assert decode(prepared.data).size == (3000, 2500)
+
+
+def test_upload_that_cannot_fit_the_byte_cap_loses_quality_then_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(imaging, "API_MAX_BYTES", 100_000)
+    raw = encode(Image.fromarray(noise(600, 400)), "JPEG", quality=95)  # an RGB JPEG, but too big
+    prepared = imaging.prepare_upload(raw)
+    assert len(prepared.data) <= 100_000
+    assert prepared.data != raw
+    assert decode(prepared.data).size == (prepared.width, prepared.height)
+    assert abs(prepared.width / prepared.height - 1.5) < 0.02
+
+
+def test_exactly_8_to_1_is_accepted() -> None:
+    assert imaging.prepare_upload(encode(Image.new("RGB", (800, 100), "grey"), "PNG")).width == 800
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "text_key"),
+    [
+        pytest.param(b"", errors.EmptyFile, "empty_file", id="empty"),
+        pytest.param(noise(64, 64).tobytes(), errors.NotAnImage, "not_an_image", id="random-bytes"),
+        pytest.param(b"<html>hello</html>", errors.NotAnImage, "not_an_image", id="html"),
+        pytest.param(
+            encode(astronaut(), "JPEG")[:8000], errors.CorruptImage, "corrupt_image", id="truncated-jpeg"
+        ),
+        pytest.param(
+            encode(chelsea(), "PNG")[:5000], errors.CorruptImage, "corrupt_image", id="truncated-png"
+        ),
+        pytest.param(png_header(100_000, 100_000), errors.ImageTooLarge, "image_too_large", id="bomb"),
+        pytest.param(
+            encode(Image.new("RGB", (1000, 100)), "PNG"),
+            errors.ExtremeAspectRatio,
+            "extreme_aspect",
+            id="10:1",
+        ),
+        pytest.param(
+            encode(Image.new("RGB", (100, 1000)), "PNG"),
+            errors.ExtremeAspectRatio,
+            "extreme_aspect",
+            id="1:10",
+        ),
+    ],
+)
+def test_bad_input_is_refused_with_its_text(raw: bytes, error: type[errors.BadInput], text_key: str) -> None:
+    with pytest.raises(error) as caught:
+        imaging.prepare_upload(raw)
+    assert caught.value.text_key == text_key
+    assert not caught.value.retryable
+
+
+def test_bomb_is_refused_even_with_pillows_own_limit_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(errors.ImageTooLarge):
+        imaging.prepare_upload(png_header(100_000, 100_000))  # 30 GB if it were ever decoded
+
+
+def test_pixel_cap_is_checked_on_the_header_before_decoding() -> None:
+    # 64 Mpx: over our cap, under Pillow's warning level. Its pixel data is missing, so decoding
+    # would fail as corrupt: ImageTooLarge proves the header alone decided.
+    with pytest.raises(errors.ImageTooLarge):
+        imaging.prepare_upload(png_header(8000, 8000))
+
+
+# --- render_cutout: what comes back --------------------------------------------------------------
+def head_cutout() -> bytes:
+    """The astronaut's head, cut out with an ellipse, off-centre on a larger transparent canvas."""
+    head = astronaut().convert("RGBA")
+    mask = Image.new("L", head.size, 0)
+    ImageDraw.Draw(mask).ellipse((150, 20, 330, 260), fill=255)
+    head.putalpha(mask)
+    canvas = Image.new("RGBA", (1200, 900), (0, 0, 0, 0))
+    canvas.paste(head, (300, 200))
+    return encode(canvas, "PNG")
+
+
+@pytest.fixture(scope="module")
+def head_sticker() -> imaging.RenderedCutout:
+    return imaging.render_cutout(head_cutout())
+
+
+def assert_sticker_rules(rendered: imaging.RenderedCutout) -> tuple[Image.Image, Image.Image]:
+    """One side exactly 512, the other at most 512, both files under 512 KB, transparent corners."""
+    assert max(rendered.width, rendered.height) == imaging.STICKER_SIDE
+    assert min(rendered.width, rendered.height) <= imaging.STICKER_SIDE
+    webp, png = decode(rendered.sticker_webp), decode(rendered.png)
+    assert (webp.format, png.format) == ("WEBP", "PNG")
+    for im, raw in ((webp, rendered.sticker_webp), (png, rendered.png)):
+        assert len(raw) <= imaging.STICKER_MAX_BYTES
+        assert im.size == (rendered.width, rendered.height)
+        assert im.has_transparency_data
+        alpha = im.convert("RGBA").getchannel("A")
+        width, height = im.size
+        corners = ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))
+        assert [alpha.getpixel(xy) for xy in corners] == [0, 0, 0, 0]
+    return webp, png
+
+
+def test_head_cutout_makes_a_lossless_rgba_sticker(head_sticker: imaging.RenderedCutout) -> None:
+    webp, png = assert_sticker_rules(head_sticker)
+    assert (webp.mode, png.mode) == ("RGBA", "RGBA")
+    assert head_sticker.height == 512 and head_sticker.width < 512  # the head is taller than wide
+    assert head_sticker.sticker_webp[12:16] == b"VP8L"  # lossless
+    centre = (head_sticker.width // 2, 256)
+    assert webp.getpixel(centre) == png.getpixel(centre)  # lossless: the same pixels in both files
+
+
+def test_head_is_centred_with_even_padding(head_sticker: imaging.RenderedCutout) -> None:
+    alpha = decode(head_sticker.png).getchannel("A")
+    box = alpha.point([0] * 9 + [255] * 247).getbbox()
+    assert box is not None
+    left, top, right, bottom = box
+    pad = imaging.STICKER_PADDING
+    assert pad <= top <= pad + 2 and pad <= 512 - bottom <= pad + 2
+    assert abs(left - (head_sticker.width - right)) <= 2
+
+
+def test_trimmed_cutout_is_centred_with_exact_padding_and_haze_removed() -> None:
+    # A 300 x 200 opaque block on a canvas of faint (alpha 5) noisy haze left by the matting.
+    im = Image.fromarray(noise(800, 600, 4), "RGBA")
+    alpha = Image.new("L", im.size, 5)
+    alpha.paste(255, (100, 150, 400, 350))
+    im.putalpha(alpha)
+    rendered = imaging.render_cutout(encode(im, "PNG"))
+
+    assert (rendered.width, rendered.height) == (512, 355)  # 472 x 315 content + 20 px each side
+    webp, png = assert_sticker_rules(rendered)
+    pad = imaging.STICKER_PADDING
+    for sticker in (webp, png):
+        assert sticker.getchannel("A").getbbox() == (pad, pad, 512 - pad, 355 - pad)
+
+
+def test_noisy_worst_case_still_fits_the_caps() -> None:
+    pixels = noise(1024, 1024, 4)
+    pixels[..., 3] |= 16  # every pixel visible, every one different
+    rendered = imaging.render_cutout(encode(Image.fromarray(pixels, "RGBA"), "PNG"))
+    assert (rendered.width, rendered.height) == (512, 512)
+    _, png = assert_sticker_rules(rendered)
+    assert png.mode == "P"  # RGBA did not fit: quantised, alpha kept
+    assert png.convert("RGBA").getchannel("A").getpixel((256, 256)) != 0
+
+
+def test_tiny_cutout_is_upscaled_to_512() -> None:
+    im = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    im.paste((200, 40, 40, 255), (140, 150, 150, 156))  # 10 x 6 px
+    rendered = imaging.render_cutout(encode(im, "PNG"))
+    assert (rendered.width, rendered.height) == (512, 323)
+    webp, _ = assert_sticker_rules(rendered)
+    assert near(webp.getpixel((256, 160)), (200, 40, 40, 255), 8)
+
+
+def test_opaque_jpeg_result_becomes_a_padded_square_sticker() -> None:
+    rendered = imaging.render_cutout(encode(astronaut(), "JPEG"))
+    assert (rendered.width, rendered.height) == (512, 512)
+    _, png = assert_sticker_rules(rendered)
+    assert png.getchannel("A").getpixel((256, 256)) == 255
+
+
+@pytest.mark.parametrize(
+    "alpha",
+    [pytest.param(0, id="fully-transparent"), pytest.param(imaging.ALPHA_THRESHOLD, id="only-haze")],
+)
+def test_empty_cutout_means_no_face(alpha: int) -> None:
+    with pytest.raises(errors.TaskFailed) as caught:
+        imaging.render_cutout(encode(Image.new("RGBA", (400, 300), (90, 90, 90, alpha)), "PNG"))
+    assert caught.value.text_key == "no_face"
+    assert caught.value.state == -11
+    assert not caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"<html>502 Bad Gateway</html>", id="html"),
+        pytest.param(head_cutout()[:3000], id="truncated-png"),
+    ],
+)
+def test_unreadable_cutout_is_corrupt(raw: bytes) -> None:
+    with pytest.raises(errors.CorruptImage):
+        imaging.render_cutout(raw)
