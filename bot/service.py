@@ -11,7 +11,6 @@ resumed at start-up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -158,14 +157,14 @@ class CutoutService:
         if resumed:
             log.info("resumed %d unanswered job(s)", len(resumed))
 
-    async def stop(self, timeout: float = 7.0) -> None:
-        """Stop taking work, let jobs in flight finish within ``timeout``; the rest stay in SQLite."""
+    async def stop(self, grace: float = 7.0) -> None:
+        """Stop taking work, let jobs in flight finish within ``grace`` seconds; the rest stay in SQLite."""
         self._closing = True
         for task in self._loops:
             task.cancel()
         pending = self._tasks | self._working
         if pending:
-            _, still = await asyncio.wait(pending, timeout=timeout)
+            _, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             if still:
@@ -308,7 +307,9 @@ class CutoutService:
 
     async def _make_cutout(self, job: JobRecord, key: str) -> CutoutRecord:
         data = await asyncio.to_thread(self._incoming_path(job).read_bytes)
-        request = CutoutRequest(image=data, filename=job.file_name or "photo.jpg", mime=job.mime or "image/jpeg")
+        request = CutoutRequest(
+            image=data, filename=job.file_name or "photo.jpg", mime=job.mime or "image/jpeg"
+        )
         result = await self._call_with_retries(request)
         rendered = await asyncio.to_thread(render_cutout, result)
         sticker_path, png_path = self._cutout_paths(key)

@@ -217,7 +217,8 @@ class Store:
 
     def key_for_file(self, file_unique_id: str, options: str) -> str | None:
         row = self._db.execute(
-            "SELECT cache_key FROM file_keys WHERE file_unique_id = ? AND options = ?", (file_unique_id, options)
+            "SELECT cache_key FROM file_keys WHERE file_unique_id = ? AND options = ?",
+            (file_unique_id, options),
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -227,7 +228,9 @@ class Store:
             (file_unique_id, options, cache_key),
         )
 
-    def add_cutout(self, cache_key: str, sticker_path: str, png_path: str, width: int, height: int) -> CutoutRecord:
+    def add_cutout(
+        self, cache_key: str, sticker_path: str, png_path: str, width: int, height: int
+    ) -> CutoutRecord:
         self._db.execute(
             "INSERT OR IGNORE INTO cutouts (cache_key, sticker_path, png_path, width, height, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -247,7 +250,8 @@ class Store:
 
     def sticker_file_id(self, cutout_id: int) -> str | None:
         row = self._db.execute(
-            "SELECT file_id FROM sent_stickers WHERE cutout_id = ? ORDER BY sent_at DESC LIMIT 1", (cutout_id,)
+            "SELECT file_id FROM sent_stickers WHERE cutout_id = ? ORDER BY sent_at DESC LIMIT 1",
+            (cutout_id,),
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -262,7 +266,9 @@ class Store:
 
     # --- sticker packs --------------------------------------------------------------------------
     def packs(self, user_id: int) -> list[PackRecord]:
-        rows = self._db.execute("SELECT * FROM packs WHERE user_id = ? ORDER BY volume", (user_id,)).fetchall()
+        rows = self._db.execute(
+            "SELECT * FROM packs WHERE user_id = ? ORDER BY volume", (user_id,)
+        ).fetchall()
         return [PackRecord(**dict(r)) for r in rows]
 
     def add_pack(self, user_id: int, volume: int, name: str, title: str, count: int) -> PackRecord:

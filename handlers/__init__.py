@@ -43,7 +43,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("cutout", photos.cutout_command))
     app.add_handler(MessageHandler(private & filters.PHOTO, photos.private_photo))
     app.add_handler(MessageHandler(private & filters.Document.ALL, photos.private_document))
-    app.add_handler(MessageHandler(groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo))
+    app.add_handler(
+        MessageHandler(groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo)
+    )
     app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL, photos.private_text))
     app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
     app.add_handler(InlineQueryHandler(inline.inline_query))

@@ -14,9 +14,8 @@ def is_allowed(config: Settings, user_id: int | None, chat_id: int | None) -> bo
     if not config.allowed_user_ids and not config.allowed_chat_ids:
         return True
     return (
-        (user_id is not None and (user_id in config.allowed_user_ids or user_id in config.admin_user_ids))
-        or (chat_id is not None and chat_id in config.allowed_chat_ids)
-    )
+        user_id is not None and (user_id in config.allowed_user_ids or user_id in config.admin_user_ids)
+    ) or (chat_id is not None and chat_id in config.allowed_chat_ids)
 
 
 async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

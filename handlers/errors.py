@@ -31,7 +31,9 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is not None and not isinstance(error, Forbidden):
             try:
-                await message.reply_text(text("error_generic", lang=lang(update), brief=not is_private(update)))
+                await message.reply_text(
+                    text("error_generic", lang=lang(update), brief=not is_private(update))
+                )
             except NetworkError as exc:
                 log.warning("could not tell the user about the error: %s", type(exc).__name__)
     else:

@@ -18,11 +18,14 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     offset = int(query.offset) if query.offset.isdigit() else 0
     recent = store(context).recent_stickers(query.from_user.id, offset=offset, limit=PAGE)
     results = [
-        InlineQueryResultCachedSticker(id=f"c{cutout_id}", sticker_file_id=file_id) for cutout_id, file_id in recent
+        InlineQueryResultCachedSticker(id=f"c{cutout_id}", sticker_file_id=file_id)
+        for cutout_id, file_id in recent
     ]
     button = None
     if offset == 0 and not results:
-        button = InlineQueryResultsButton(text=text("inline_empty", lang=lang(update)), start_parameter="inline")
+        button = InlineQueryResultsButton(
+            text=text("inline_empty", lang=lang(update)), start_parameter="inline"
+        )
     await query.answer(
         results,
         cache_time=5,

@@ -102,11 +102,15 @@ class TelegramMessenger:
                 raise
 
     async def chat_action(self, job: JobRecord) -> None:
-        await self.bot.send_chat_action(job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id)
+        await self.bot.send_chat_action(
+            job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id
+        )
 
     async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
         known = self.store.sticker_file_id(cutout.id)
-        sticker: str | bytes = known if known else await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
+        sticker: str | bytes = (
+            known if known else await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
+        )
         sent = await with_retries(
             lambda: self.bot.send_sticker(
                 job.chat_id,
@@ -118,7 +122,9 @@ class TelegramMessenger:
             what="sendSticker",
         )
         if sent.sticker is not None:
-            self.store.remember_sent_sticker(job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id)
+            self.store.remember_sent_sticker(
+                job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id
+            )
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
         await with_retries(
             lambda: self.bot.send_document(

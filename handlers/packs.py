@@ -12,7 +12,7 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.packs import PACK_CAPACITY, pack_name, pack_title
-from bot.store import CutoutRecord, PackRecord, Store
+from bot.store import PackRecord, Store
 from bot.texts import text
 from handlers.common import lang, store
 
@@ -40,7 +40,8 @@ async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         cutout = db.cutout_by_id(int(query.data.removeprefix("pack:")))
     except ValueError:
         cutout = None
-    if cutout is None or not Path(cutout.sticker_path).exists():
+    sticker_bytes = await _read(cutout.sticker_path) if cutout else None
+    if cutout is None or sticker_bytes is None:
         await reply(text("pack_cutout_gone", lang=lang(update)), alert=True)
         return
     lock = _user_locks.setdefault(user.id, asyncio.Lock())
@@ -49,7 +50,7 @@ async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
             await reply(text("pack_already", lang=lang(update)))
             return
         try:
-            pack, created = await _add(context, db, user.id, user.first_name, cutout, reply)
+            pack, created = await _add(context, db, user.id, user.first_name, cutout.id, sticker_bytes, reply)
         except BadRequest as exc:
             if any(code in exc.message.upper() for code in _NOT_STARTED):
                 # A t.me/<bot>?start= link is the one URL a callback answer may open.
@@ -74,12 +75,12 @@ async def _add(
     db: Store,
     user_id: int,
     first_name: str,
-    cutout: CutoutRecord,
+    cutout_id: int,
+    sticker_bytes: bytes,
     reply: _Reply,
 ) -> tuple[PackRecord, bool]:
     """Add to the newest volume, creating volume 1 (or the next one when full). Returns (pack, created)."""
     bot = context.bot
-    sticker_bytes = await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
     sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
     packs = db.packs(user_id)
     current = packs[-1] if packs else None
@@ -91,7 +92,7 @@ async def _add(
                 raise
             db.set_pack_count(current.name, PACK_CAPACITY)
         else:
-            db.remember_pack_sticker(user_id, cutout.id, current.name)
+            db.remember_pack_sticker(user_id, cutout_id, current.name)
             return PackRecord(user_id, current.volume, current.name, current.title, current.count + 1), False
     volume = current.volume + 1 if current else 1
     name = pack_name(user_id, volume, bot.username)
@@ -99,8 +100,15 @@ async def _add(
     sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
     await _flood_patient(lambda: bot.create_new_sticker_set(user_id, name, title, [sticker]), reply)
     pack = db.add_pack(user_id, volume, name, title, 0)
-    db.remember_pack_sticker(user_id, cutout.id, name)
+    db.remember_pack_sticker(user_id, cutout_id, name)
     return PackRecord(pack.user_id, volume, name, title, 1), True
+
+
+async def _read(path: str) -> bytes | None:
+    try:
+        return await asyncio.to_thread(Path(path).read_bytes)
+    except FileNotFoundError:
+        return None
 
 
 class _Reply:

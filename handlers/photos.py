@@ -96,7 +96,9 @@ async def cutout_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     assert message is not None
     target = message.reply_to_message
     if target is None or not (target.photo or target.document):
-        await message.reply_text(text("group_reply_to_photo", lang=lang(update), brief=not is_private(update)))
+        await message.reply_text(
+            text("group_reply_to_photo", lang=lang(update), brief=not is_private(update))
+        )
         return
     await submit(update, context, target)
 

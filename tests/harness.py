@@ -107,7 +107,11 @@ class BotProcess:
         full_env.update(env)
         full_env["PYTHONPATH"] = str(ROOT)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"], cwd=workdir, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bot"],
+            cwd=workdir,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def terminate(self) -> None:

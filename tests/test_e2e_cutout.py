@@ -17,8 +17,12 @@ from tests.standins.telegram_api import FakeTelegram
 
 
 def _result_files(telegram: FakeTelegram, chat_id: int = USER) -> tuple[Image.Image, int, Image.Image]:
-    sticker_call = telegram.wait_for_call("sendSticker", where=lambda c: int(c.params["chat_id"]) == chat_id)[0]
-    document_call = telegram.wait_for_call("sendDocument", where=lambda c: int(c.params["chat_id"]) == chat_id)[0]
+    sticker_call = telegram.wait_for_call("sendSticker", where=lambda c: int(c.params["chat_id"]) == chat_id)[
+        0
+    ]
+    document_call = telegram.wait_for_call(
+        "sendDocument", where=lambda c: int(c.params["chat_id"]) == chat_id
+    )[0]
     sticker_bytes = next(iter(sticker_call.files.values()))
     png_bytes = next(iter(document_call.files.values()))
     return open_image(sticker_bytes), len(sticker_bytes), open_image(png_bytes)
@@ -43,7 +47,9 @@ def assert_head_cutout(png: Image.Image) -> None:
     assert alpha.getpixel((w // 2, h // 3)) == 255
 
 
-def test_private_photo_gets_sticker_and_transparent_png(telegram: FakeTelegram, picwish: FakePicWish, env) -> None:
+def test_private_photo_gets_sticker_and_transparent_png(
+    telegram: FakeTelegram, picwish: FakePicWish, env
+) -> None:
     with BotThread(env):
         photo = telegram.send_photo(USER, astronaut_jpeg())
         sticker, sticker_size, png = _result_files(telegram)
@@ -108,7 +114,7 @@ def test_sync_answer_still_processing_is_polled_to_the_end(
     picwish.script(Outcome.processing())
     with BotThread(env):
         telegram.send_photo(USER, astronaut_jpeg())
-        sticker, size, png = _result_files(telegram)
+        _, _, png = _result_files(telegram)
         assert_head_cutout(png)
     assert len(picwish.creates()) == 1
     assert len(picwish.queries()) >= 1

@@ -285,7 +285,7 @@ class _Form:
     too_large: str | None = None  # answered 413
 
 
-def parse_form_data(body: bytes, content_type: str) -> _Form:
+def _parse_form_data(body: bytes, content_type: str) -> _Form:
     """Parse a multipart/form-data body (RFC 7578).
 
     Not aiohttp's streaming reader: it warns from inside aiohttp (unread_data() is deprecated),
@@ -748,7 +748,7 @@ class FakePicWish:
                 body += chunk
         if total > MAX_BODY_BYTES:
             return _Form(too_large=f"request body is {total} bytes, over {MAX_FILE_BYTES}")
-        return parse_form_data(bytes(body), request.headers.get("Content-Type", ""))
+        return _parse_form_data(bytes(body), request.headers.get("Content-Type", ""))
 
     @staticmethod
     def _check_form(form: _Form) -> tuple[int, str] | None:
