@@ -288,7 +288,8 @@ def _compose(im: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 def _encode_sticker_webp(im: Image.Image) -> bytes:
     """Lossless if it fits in 512 KB, else lossy with the highest quality that does (alpha kept)."""
-    data = _encode(im, "WEBP", lossless=True, quality=80, method=4)
+    # Low effort: on a 512 px head it is ~4x faster than method 4 and within 2 % of its size.
+    data = _encode(im, "WEBP", lossless=True, quality=20, method=1)
     if len(data) <= STICKER_MAX_BYTES:
         return data
     for quality, alpha_quality in _WEBP_LOSSY_STEPS:
@@ -300,9 +301,11 @@ def _encode_sticker_webp(im: Image.Image) -> bytes:
 
 def _encode_sticker_png(im: Image.Image) -> bytes:
     """RGBA; if that is over 512 KB, 255 colours plus a clear one (one byte a pixel always fits)."""
-    data = _encode(im, "PNG")  # zlib's default level: optimize=True takes 4x as long to save ~2%
-    if STICKER_MAX_BYTES < len(data) <= STICKER_MAX_BYTES * 1.1:
-        data = _encode(im, "PNG", optimize=True)  # near the cap those 2% may spare the colours
+    # zlib level 3 is ~2.5x faster than the default 6 for ~8 % more bytes; near the cap the
+    # slower settings may spare the colours.
+    data = _encode(im, "PNG", compress_level=3)
+    if STICKER_MAX_BYTES < len(data) <= STICKER_MAX_BYTES * 1.25:
+        data = _encode(im, "PNG", optimize=True)
     if len(data) <= STICKER_MAX_BYTES:
         return data
     # Index 255 is reserved, fully clear, for the pixels that were: an averaged octree colour must
