@@ -1,8 +1,9 @@
-"""``python -m bot``: read the settings, then poll Telegram until stopped (SIGINT or SIGTERM)."""
+"""``python -m bot``: read the settings, then poll Telegram (or serve a webhook) until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 from telegram import Update
 
@@ -21,7 +22,18 @@ def main() -> int:
     from bot.app import build_application  # after logging, so import-time messages are redacted too
 
     app = build_application(settings)
-    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    if settings.webhook_url:
+        # Telegram posts updates to WEBHOOK_URL; requests without the secret header are refused.
+        app.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=settings.webhook_secret,
+            allowed_updates=Update.ALL_TYPES,
+        )
+    else:
+        app.run_polling(allowed_updates=Update.ALL_TYPES)
     return 0
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
@@ -32,6 +33,7 @@ class Settings:
     telegram_api_url: str = "https://api.telegram.org"
     picwish_api_url: str = "https://techhk.aoscdn.com"
     picwish_qps: float = 2.0
+    picwish_retry_seconds: float = 90.0
     data_dir: Path = Path("./data")
     log_level: str = "INFO"
     user_max_pending: int = 5
@@ -40,11 +42,15 @@ class Settings:
     admin_user_ids: frozenset[int] = frozenset()
     allowed_user_ids: frozenset[int] = frozenset()
     allowed_chat_ids: frozenset[int] = frozenset()
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 8080
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every value that must never reach a log line, a message or an exception text."""
-        values = [self.telegram_bot_token, self.picwish_api_key]
+        values = [self.telegram_bot_token, self.picwish_api_key, self.webhook_secret or ""]
         if self.redis_url and (password := urlsplit(self.redis_url).password):
             values.append(password)
         return tuple(v for v in values if v)
@@ -78,6 +84,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         telegram_api_url=_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
         picwish_api_url=_url(env, "PICWISH_API_URL", "https://techhk.aoscdn.com"),
         picwish_qps=_number(env, "PICWISH_QPS", 2.0, minimum=0.1, maximum=100),
+        picwish_retry_seconds=_number(env, "PICWISH_RETRY_SECONDS", 90.0, minimum=0, maximum=3600),
         data_dir=Path(env.get("DATA_DIR") or "./data"),
         log_level=log_level.upper(),
         user_max_pending=int(_number(env, "USER_MAX_PENDING", 5, minimum=1, maximum=1000, integer=True)),
@@ -86,6 +93,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
         allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
         allowed_chat_ids=_ids(env, "ALLOWED_CHAT_IDS"),
+        **_webhook(env),
     )
 
 
@@ -147,6 +155,29 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
         # Never echo the value: it may hold a password.
         raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
     return value
+
+
+_SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+
+
+def _webhook(env: Mapping[str, str]) -> dict[str, Any]:
+    """Webhook mode is on when WEBHOOK_URL is set; it then needs a secret Telegram echoes back."""
+    url = env.get("WEBHOOK_URL", "")
+    if not url:
+        return {}
+    url = _url(env, "WEBHOOK_URL", "https://bot.example.com/telegram")
+    secret = env.get("WEBHOOK_SECRET", "")
+    if not _SECRET_TOKEN_RE.match(secret):
+        raise ConfigError(
+            "WEBHOOK_SECRET must be 16-256 letters, digits, _ or - when WEBHOOK_URL is set; "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return {
+        "webhook_url": url,
+        "webhook_secret": secret,
+        "webhook_listen": env.get("WEBHOOK_LISTEN") or "0.0.0.0",
+        "webhook_port": int(_number(env, "WEBHOOK_PORT", 8080, minimum=1, maximum=65535, integer=True)),
+    }
 
 
 def log_level_number(settings: Settings) -> int:
