@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from urllib.parse import urlsplit
 
 from telegram import Update
+from telegram.error import InvalidToken
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.logsetup import configure_logging
 
 
@@ -19,6 +21,21 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, settings.secrets)
 
+    try:
+        return _serve(settings)
+    except InvalidToken:  # its text quotes the token: say it in our own words
+        print(
+            "configuration error: Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception:
+        # Logged rather than left to the interpreter, so the traceback goes through the redacting log records.
+        logging.getLogger("bot").exception("the bot stopped on an unexpected error")
+        return 1
+
+
+def _serve(settings: Settings) -> int:
     from bot.app import build_application  # after logging, so import-time messages are redacted too
 
     app = build_application(settings)

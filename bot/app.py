@@ -5,19 +5,22 @@ Tests build the bot through :func:`build_application` too, so they run exactly w
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from typing import Any
 
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder
 
 import handlers
 from bot.admission import UserLimits
 from bot.budget import make_budget
 from bot.config import Settings
+from bot.logsetup import redact_secrets
 from bot.picwish import PicWishClient
-from bot.service import CutoutService
+from bot.service import CutoutService, RetryPolicy
 from bot.store import Store
+from bot.telegram_limits import TelegramRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,14 @@ STOP_GRACE = 6.0
 
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the bot: Telegram client, handlers, and the cutout machinery opened in post_init."""
+    # Whoever runs the app (python -m bot, a test, a webhook host), log records carry no secret.
+    redact_secrets(settings.secrets)
     app = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token)
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
-        .rate_limiter(AIORateLimiter(max_retries=5))
+        .rate_limiter(TelegramRateLimiter(max_retries=5))
         .concurrent_updates(64)
         .connection_pool_size(64)
         .get_updates_read_timeout(35)
@@ -52,17 +57,28 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
     budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key)
     client = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
-    # Enough requests in flight to keep the budget busy while each waits on the API (about 1 s each).
-    workers = max(4, math.ceil(settings.picwish_qps * 3))
+    # Enough jobs in flight to keep the budget busy while each waits on the API (a sync answer takes
+    # a second or more, a polled task 1.5 s more per poll) and on Telegram. Idle workers cost nothing:
+    # a job leaves the fair queue only when an API start is free for it.
+    workers = max(8, math.ceil(settings.picwish_qps * 5))
     service = CutoutService(
         store=store,
         backend=client,
         data_dir=settings.data_dir,
         limits=UserLimits(settings.user_max_pending, settings.user_per_minute),
         workers=workers,
+        budget=budget,  # the worker that takes a job has its first API start already
+        # A short budget gets proportionally shorter first waits, so it still holds several tries.
+        retry=RetryPolicy(
+            total=settings.picwish_retry_seconds, base=min(1.0, settings.picwish_retry_seconds / 10)
+        ),
     )
     app.bot_data.update(store=store, budget=budget, client=client, service=service)
     await service.start(handlers.TelegramMessenger(app.bot, store, settings))
+    # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
+    # passes, which otherwise stall the event loop for tens of milliseconds under load.
+    gc.collect()
+    gc.freeze()
     log.info("bot @%s is up (QPS %g, %d workers)", app.bot.username, settings.picwish_qps, workers)
 
 

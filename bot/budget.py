@@ -4,17 +4,24 @@
 ``qps`` starts. ``pause()`` is for a 429: someone else spends the same key, so nobody starts
 anything until the pause is over. ``LocalBudget`` serves one process; ``RedisBudget`` shares
 the budget between every process (and host) that talks to the same Redis.
+
+``reserve()`` is for a scheduler that picks the job only once a start is free (so the fair queue,
+not the budget's waiting line, decides who goes next): it waits like ``acquire()``, and the task
+run in ``handed_over(reservation)`` spends that start on its first ``acquire()``, re-stamped to the
+moment the request really goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import Context, ContextVar, copy_context
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -32,9 +39,43 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass(eq=False)
+class Reservation:
+    """A start granted before its request exists; spent by the first ``acquire()`` it is handed to."""
+
+    budget: QpsBudget
+    member: str
+    spent: bool = False
+
+
+# The reservation the current task's next acquire() spends (set by handed_over()).
+_HANDED_OVER: ContextVar[Reservation | None] = ContextVar("qps_reservation", default=None)
+
+
+def handed_over(reservation: Reservation) -> Context:
+    """A copy of the current context whose first ``acquire()`` spends ``reservation``.
+
+    Run the task that sends the request in it: ``asyncio.create_task(coro, context=...)``.
+    """
+    context = copy_context()
+    context.run(_HANDED_OVER.set, reservation)
+    return context
+
+
+def _take_handed_over(budget: QpsBudget) -> Reservation | None:
+    held = _HANDED_OVER.get()
+    if held is None or held.spent or held.budget is not budget:
+        return None
+    held.spent = True  # only the first request of the task; a retry or a poll waits its turn
+    return held
+
+
 class QpsBudget(Protocol):
     async def acquire(self) -> None:
         """Return when this caller may start one request now."""
+
+    async def reserve(self) -> Reservation:
+        """Wait as ``acquire()`` does, for a request that is not built yet (see ``handed_over``)."""
 
     async def pause(self, seconds: float) -> None:
         """A 429 came back: nobody starts a request for ``seconds`` from now."""
@@ -61,6 +102,8 @@ class LocalBudget:
 
     Waiters are served first come, first served (``asyncio.Lock`` hands over in FIFO order);
     only the head of the line sleeps, and only until the oldest start leaves the window.
+    A reserved start is re-stamped when it is spent, which is safe while it is still in the
+    window: every start granted since then counted it.
     """
 
     def __init__(
@@ -75,29 +118,49 @@ class LocalBudget:
         self._burst, self._span = _shape(qps, window)
         self._clock = clock
         self._sleep = sleep
-        self._starts: deque[float] = deque()
+        self._starts: dict[str, float] = {}  # the starts still in the window, by member
+        self._members = itertools.count()
         self._paused_until = -math.inf
         self._line = asyncio.Lock()
 
     async def acquire(self) -> None:
+        held = _take_handed_over(self)
+        if held is not None and self._restamp(held.member, self._clock()):
+            return
+        await self._grant(str(next(self._members)))
+
+    async def reserve(self) -> Reservation:
+        member = str(next(self._members))
+        await self._grant(member)
+        return Reservation(self, member)
+
+    async def _grant(self, member: str) -> None:
         async with self._line:
             while True:
-                wait = self._wait(self._clock())
+                wait = self._wait(self._clock(), member)
                 if wait <= 0:
                     return
                 await self._sleep(wait)
 
-    def _wait(self, now: float) -> float:
-        """Seconds until a start is allowed, or 0 after recording a start at ``now``."""
-        while self._starts and self._starts[0] <= now - self._span:
-            self._starts.popleft()
+    def _wait(self, now: float, member: str) -> float:
+        """Seconds until a start is allowed, or 0 after recording ``member``'s start at ``now``."""
+        for old in [m for m, at in self._starts.items() if at <= now - self._span]:
+            del self._starts[old]
         wait = self._paused_until - now
         if len(self._starts) >= self._burst:
-            wait = max(wait, self._starts[0] + self._span - now)
+            wait = max(wait, min(self._starts.values()) + self._span - now)
         if wait > 0:
             return wait
-        self._starts.append(now)
+        self._starts[member] = now
         return 0.0
+
+    def _restamp(self, member: str, now: float) -> bool:
+        """Move a reserved start to ``now``; False if it left the window or a pause began meanwhile."""
+        at = self._starts.get(member)
+        if at is None or at <= now - self._span or now < self._paused_until:
+            return False
+        self._starts[member] = now
+        return True
 
     async def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
@@ -131,6 +194,24 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(span / 1000) + 1000)
 return 0
 """
 
+# KEYS as for _ACQUIRE_LUA. ARGV: span in µs, the member of a reserved start. Moves that start to now
+# and returns 1; returns 0 if it has left the window or a pause is on (the caller then acquires).
+_RESTAMP_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local span = tonumber(ARGV[1])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  return 0
+end
+local at = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not at or tonumber(at) <= now - span then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+return 1
+"""
+
 # KEYS[1]: "paused until" (µs, Redis clock). ARGV[1]: the pause in µs. Only ever extends a pause.
 _PAUSE_LUA = """
 local t = redis.call('TIME')
@@ -161,12 +242,27 @@ class RedisBudget:
         self._paused_key = f"{key}:paused"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(redis_url)
         self._acquire_script = self._redis.register_script(_ACQUIRE_LUA)
+        self._restamp_script = self._redis.register_script(_RESTAMP_LUA)
         self._pause_script = self._redis.register_script(_PAUSE_LUA)
         # Waiters of this process ask Redis one at a time, in arrival order.
         self._line = asyncio.Lock()
 
     async def acquire(self) -> None:
+        held = _take_handed_over(self)
+        if held is not None and await self._restamp(held.member):
+            return
+        await self._grant(uuid.uuid4().hex)
+
+    async def reserve(self) -> Reservation:
         member = uuid.uuid4().hex
+        await self._grant(member)
+        return Reservation(self, member)
+
+    async def _restamp(self, member: str) -> bool:
+        keys = [self._starts_key, self._paused_key]
+        return int(await self._restamp_script(keys=keys, args=[self._span_us, member])) == 1
+
+    async def _grant(self, member: str) -> None:
         async with self._line:
             while True:
                 wait_ms = int(

@@ -86,6 +86,7 @@ class PayloadTooLarge(ApiError):  # 413
 class RateLimited(ApiError):  # 429: another client shares the key; the scheduler pauses
     text_key = "busy"
     retryable = True
+    retry_after: float = 0.0  # seconds the server asked for (Retry-After); no retry comes sooner
 
 
 class ServerError(ApiError):  # 5xx

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 REDACTED = "[REDACTED]"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -19,8 +20,20 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self.secrets: list[str] = []
+        self.add(secrets)
         self._previous = logging.getLogRecordFactory()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these too (longest first, so a secret containing another is replaced whole)."""
+        wanted = [s for s in secrets if s and len(s) >= 4]
+        # A URL may carry a secret percent-encoded (the bot token's colon becomes %3A).
+        known = {*self.secrets, *wanted, *(quote(s, safe="") for s in wanted)}
+        self.secrets = sorted(known, key=len, reverse=True)
+
+    @property
+    def installed(self) -> bool:
+        return logging.getLogRecordFactory() == self._factory
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -48,10 +61,23 @@ class Redactor:
             logging.setLogRecordFactory(self._previous)
 
 
+_redactor: Redactor | None = None
+
+
+def redact_secrets(secrets: Iterable[str]) -> Redactor:
+    """Redact these secrets from every log record from now on; one factory per process, however often called."""
+    global _redactor
+    if _redactor is not None and _redactor.installed:
+        _redactor.add(secrets)
+    else:
+        _redactor = Redactor(secrets)
+        _redactor.install()
+    return _redactor
+
+
 def configure_logging(level: int | str, secrets: Iterable[str]) -> Redactor:
     """Log to stderr with secrets redacted; quiet the libraries that are chatty at INFO."""
-    redactor = Redactor(secrets)
-    redactor.install()
+    redactor = redact_secrets(secrets)
     root = logging.getLogger()
     if not any(getattr(h, "_cutout_bot", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)

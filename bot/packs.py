@@ -14,21 +14,28 @@ _TITLE_MAX = 64
 
 
 def pack_name(user_id: int, volume: int, bot_username: str) -> str:
+    """``cutouts_<user id>[_<volume>]_by_<bot>``: unique per user and volume, stable across restarts."""
     suffix = f"_by_{bot_username}"
-    core = f"cutouts_{user_id}" if volume == 1 else f"cutouts_{user_id}_{volume}"
-    room = _NAME_MAX - len(suffix)
-    if len(core) > room:  # a very long bot username: keep the unique part
-        core = ("c" + core[-(room - 1) :].lstrip("_")) if room > 1 else "c"
-    return re.sub(r"_+", "_", core) + suffix
+    tail = f"{user_id}" if volume == 1 else f"{user_id}_{volume}"
+    for prefix in ("cutouts_", "c"):  # the short prefix only for the longest bot usernames
+        name = f"{prefix}{tail}{suffix}"
+        if len(name) <= _NAME_MAX:
+            return name
+    raise ValueError(f"no sticker set name fits 64 characters for @{bot_username}")
 
 
 def pack_title(first_name: str | None, volume: int) -> str:
-    who = (first_name or "").strip() or "My"
-    base = f"{who}'s cutouts" if who != "My" else "My cutouts"
+    """``<first name>'s cutouts`` (``(2)``, ``(3)``... for later volumes), cut to 64 characters."""
+    who = " ".join((first_name or "").split())
     tail = f" ({volume})" if volume > 1 else ""
-    if len(base) + len(tail) > _TITLE_MAX:
-        base = base[: _TITLE_MAX - len(tail) - 1].rstrip() + "…"
-    return base + tail
+    if not who:
+        return "My cutouts" + tail
+    ending = "'s cutouts" + tail
+    if _length(who + ending) <= _TITLE_MAX:
+        return who + ending
+    while _length(who + "…" + ending) > _TITLE_MAX:  # shorten the name, keep what the pack is
+        who = who[:-1]
+    return who.rstrip() + "…" + ending
 
 
 def pack_link(name: str) -> str:
@@ -42,3 +49,8 @@ def is_valid_pack_name(name: str, bot_username: str) -> bool:
         and "__" not in name
         and name.lower().endswith(f"_by_{bot_username.lower()}")
     )
+
+
+def _length(title: str) -> int:
+    # Telegram counts UTF-16 code units: an emoji in a first name may count twice.
+    return len(title.encode("utf-16-le")) // 2

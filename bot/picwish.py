@@ -43,6 +43,8 @@ _MAX_RATE_LIMIT_PAUSE = 60.0
 _MESSAGE_CHARS = 200
 # Consecutive transient query failures a poll loop rides out: giving up would throw away a paid task.
 _POLL_FAILURES_TOLERATED = 3
+# Answers saying "succeeded" without a result URL before the task counts as lost (and is redone).
+_MISSING_IMAGE_TOLERATED = 2
 _TRANSIENT: tuple[type[errors.ApiError], ...] = (
     errors.RateLimited,
     errors.ServerError,
@@ -199,8 +201,12 @@ class PicWishClient:
         task = first
         started = time.monotonic()
         deadline = started + self._max_wait
-        failures = 0
+        failures = missing_image = 0
         while not task.done:
+            if task.state == 1:
+                missing_image += 1
+                if missing_image > _MISSING_IMAGE_TOLERATED:
+                    raise errors.ResultExpired(f"task {task.task_id} succeeded without a result URL", state=1)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise errors.ApiTimeout(
@@ -311,10 +317,11 @@ class PicWishClient:
 
     async def _failure(self, status: int, detail: str, response: httpx.Response) -> errors.ApiError:
         error = errors.for_http_status(status, detail)
-        if isinstance(error, errors.RateLimited) and self._budget is not None:
-            pause = _retry_after(response)
-            log.debug("rate limited; pausing the budget for %.2fs", pause)
-            await self._budget.pause(pause)
+        if isinstance(error, errors.RateLimited):
+            error.retry_after = _retry_after(response)
+            if self._budget is not None:
+                log.debug("rate limited; pausing the budget for %.2fs", error.retry_after)
+                await self._budget.pause(error.retry_after)
         return error
 
     def _message(self, body: dict[str, Any] | None) -> str:

@@ -11,6 +11,7 @@ resumed at start-up.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import random
@@ -23,6 +24,7 @@ from typing import Protocol
 from bot import errors
 from bot.admission import UserLimits
 from bot.backend import CutoutBackend, CutoutRequest
+from bot.budget import QpsBudget, handed_over
 from bot.fairqueue import FairQueue
 from bot.imaging import PreparedImage, prepare_upload, render_cutout
 from bot.store import CutoutRecord, JobRecord, Store
@@ -91,6 +93,7 @@ class _StatusState:
     wanted: tuple[str, int | None] = ("received", None)
     shown: tuple[str, int | None] = ("received", None)
     last_edit: float = 0.0
+    edit: asyncio.Future[None] | None = None  # the edit in flight, awaited before the answer goes out
 
 
 @dataclass
@@ -112,6 +115,7 @@ class CutoutService:
         data_dir: Path,
         limits: UserLimits,
         workers: int = 4,
+        budget: QpsBudget | None = None,
         intake_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         chat_action_every: float = 4.0,
@@ -129,6 +133,9 @@ class CutoutService:
         self._intake_slots = asyncio.Semaphore(intake_concurrency)
         self._chat_action_every = chat_action_every
         self._queue: FairQueue[JobRecord] = FairQueue()
+        self._budget = budget
+        self._dispatch = asyncio.Lock()  # one worker at a time picks the next job
+        self._queued = asyncio.Event()  # set whenever a job joins the line
         self._status: dict[str, _StatusState] = {}
         self._inflight: dict[str, asyncio.Future[CutoutRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,7 +157,9 @@ class CutoutService:
         resumed = self.store.open_jobs()
         for job in resumed:
             self._status[job.id] = _StatusState(job)
-            if job.state in ("queued", "working") and self._incoming_path(job).exists():
+            if job.state == "delivering":
+                self._spawn(self._finish_delivery(job))
+            elif job.state in ("queued", "working") and self._incoming_path(job).exists():
                 self._enqueue(job)
             else:
                 self._spawn(self._intake(job))
@@ -245,13 +254,14 @@ class CutoutService:
 
     def _enqueue(self, job: JobRecord) -> None:
         self._queue.put(job.user_id, job)
+        self._queued.set()
         self._want_status(job, "queued", self._queue.position(job))
 
     # --- workers ------------------------------------------------------------------------------
     async def _worker(self) -> None:
         while not self._closing:
-            job = await self._queue.get()
-            task = asyncio.create_task(self._process(job), name=f"cutout-job-{job.id[:8]}")
+            job, context = await self._next_job()
+            task = asyncio.create_task(self._process(job), name=f"cutout-job-{job.id[:8]}", context=context)
             self._working.add(task)
             try:
                 # Shielded: a stop() lets the job finish within its grace period instead of killing it.
@@ -259,11 +269,28 @@ class CutoutService:
             except asyncio.CancelledError:
                 if not task.done():
                     raise
+            except Exception:  # _process answers its own failures; a worker must outlive any job
+                log.exception("job %s escaped its error handling", job.id)
             finally:
                 if task.done():
                     self._working.discard(task)
                 else:
                     task.add_done_callback(self._working.discard)
+
+    async def _next_job(self) -> tuple[JobRecord, contextvars.Context | None]:
+        """The next job in fair order, taken from the line only once the API budget can start it.
+
+        Taking jobs sooner would let one user's album fill every worker, each waiting on the budget,
+        ahead of everyone else. So one worker at a time reserves a start, then takes whoever is first
+        in line at that moment; the job's first API request spends that start (``handed_over``).
+        """
+        async with self._dispatch:
+            while not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+            reservation = await self._budget.reserve() if self._budget is not None else None
+            job = await self._queue.get()  # nobody else takes jobs: it is still there, no wait
+        return job, handed_over(reservation) if reservation is not None else None
 
     async def _process(self, job: JobRecord) -> None:
         self.store.update_job(job, state="working")
@@ -327,7 +354,8 @@ class CutoutService:
                 await self._key_rejected()
                 raise
             except errors.CutoutError as exc:
-                delay = self.retry.delay(attempt)
+                # A 429's Retry-After is a floor: the QPS budget is paused that long anyway.
+                delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0.0))
                 if not exc.retryable or time.monotonic() + delay > deadline:
                     raise
                 attempt += 1
@@ -353,6 +381,7 @@ class CutoutService:
 
     # --- answers ------------------------------------------------------------------------------
     async def _answer(self, job: JobRecord, cutout: CutoutRecord, *, from_cache: bool) -> None:
+        await self._settle_status(job)
         if from_cache:
             self.stats.cache_hits += 1
         await self.messenger.deliver(job, cutout)
@@ -363,14 +392,39 @@ class CutoutService:
         self._forget(job)
 
     async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
+        await self._settle_status(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
         try:
             await self.messenger.fail(job, error)
-        finally:
-            self.store.update_job(job, state="failed", error=type(error).__name__)
-            self._started_at.pop(job.id, None)
-            self._forget(job)
+        except asyncio.CancelledError:
+            raise  # still open in SQLite: the next start tells them
+        except Exception as exc:  # blocked by the user, chat gone, Telegram down past every retry
+            log.warning("could not tell the user job %s failed: %s", job.id, type(exc).__name__)
+        self.store.update_job(job, state="failed", error=type(error).__name__)
+        self._started_at.pop(job.id, None)
+        self._forget(job)
+
+    async def _finish_delivery(self, job: JobRecord) -> None:
+        """A job whose sticker went out before a restart: send the rest, never the sticker again."""
+        cutout = self.store.cutout_by_key(job.cache_key) if job.cache_key else None
+        try:
+            if cutout is not None:
+                await self.messenger.deliver(job, cutout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sticker is their answer; the rest is best effort
+            log.warning("could not finish answering job %s: %s", job.id, type(exc).__name__)
+        self.store.update_job(job, state="done")
+        self.stats.answered += 1
+        self._forget(job)
+
+    async def _settle_status(self, job: JobRecord) -> None:
+        """Stop editing the job's status message; an edit in flight lands before the answer, not after."""
+        state = self._status.pop(job.id, None)
+        if state is not None and state.edit is not None and not state.edit.done():
+            await asyncio.wait([state.edit], timeout=2.0)
+            state.edit.cancel()  # still held back by a rate limiter: it must not land after the answer
 
     def _forget(self, job: JobRecord) -> None:
         self._status.pop(job.id, None)
@@ -387,21 +441,30 @@ class CutoutService:
             await asyncio.sleep(tick)
             positions = self._queue.positions()
             now = time.monotonic()
-            edits: list[Awaitable[None]] = []
+            edits = 0
             for job, position in positions.items():
                 self._want_status(job, "queued", position)
             for state in list(self._status.values()):
                 job = state.job
                 if state.wanted == state.shown or job.status_message_id is None:
                     continue
+                if state.edit is not None and not state.edit.done():
+                    continue
                 if now - state.last_edit < _edit_interval(job, state.wanted):
                     continue
-                state.shown, state.last_edit = state.wanted, now
-                edits.append(self.messenger.show_status(job, *state.wanted))
-                if len(edits) >= 10:  # stay well inside Telegram's ~30 messages/s for everything else
+                state.shown = state.wanted
+                state.edit = self._spawn(self._edit_status(state))
+                edits += 1
+                if edits >= 10:  # stay well inside Telegram's ~30 messages/s for everything else
                     break
-            for edit in edits:
-                self._spawn(_quietly(edit))
+
+    async def _edit_status(self, state: _StatusState) -> None:
+        try:
+            await _quietly(self.messenger.show_status(state.job, *state.shown))
+        finally:
+            # Counted from when the edit is done: Telegram never sees two closer than the interval,
+            # however long the rate limiter held this one back.
+            state.last_edit = time.monotonic()
 
     async def _chat_action_loop(self, job: JobRecord) -> None:
         while True:
@@ -420,10 +483,11 @@ class CutoutService:
         folder = self._cutouts / key[:2]
         return folder / f"{key}.webp", folder / f"{key}.png"
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def _cache_key(prepared: PreparedImage) -> str:

@@ -78,12 +78,16 @@ CREATE TABLE IF NOT EXISTS pack_stickers (
 );
 """
 
-OPEN_STATES = ("accepted", "queued", "working")
+# "delivering": the sticker went out, the rest of the answer not yet (a restart sends only the rest).
+OPEN_STATES = ("accepted", "queued", "working", "delivering")
 
 
 @dataclass
 class JobRecord:
-    """One accepted photo, kept until it is answered. ``state``: accepted → queued → working → done|failed."""
+    """One accepted photo, kept until it is answered.
+
+    ``state``: accepted → queued → working → delivering → done, or failed from any of them.
+    """
 
     id: str
     user_id: int
@@ -208,8 +212,12 @@ class Store:
 
     # --- cutout cache ---------------------------------------------------------------------------
     def cutout_by_key(self, cache_key: str) -> CutoutRecord | None:
+        """The cached cutout, if its files are still under DATA_DIR (a cleaned-up copy is a miss)."""
         row = self._db.execute("SELECT * FROM cutouts WHERE cache_key = ?", (cache_key,)).fetchone()
-        return CutoutRecord(**dict(row)) if row else None
+        record = CutoutRecord(**dict(row)) if row else None
+        if record is None or not (Path(record.sticker_path).is_file() and Path(record.png_path).is_file()):
+            return None
+        return record
 
     def cutout_by_id(self, cutout_id: int) -> CutoutRecord | None:
         row = self._db.execute("SELECT * FROM cutouts WHERE id = ?", (cutout_id,)).fetchone()
@@ -231,14 +239,15 @@ class Store:
     def add_cutout(
         self, cache_key: str, sticker_path: str, png_path: str, width: int, height: int
     ) -> CutoutRecord:
+        # A re-made cutout keeps its id: pack buttons and sent stickers already point at it.
         self._db.execute(
-            "INSERT OR IGNORE INTO cutouts (cache_key, sticker_path, png_path, width, height, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO cutouts (cache_key, sticker_path, png_path, width, height, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(cache_key) DO UPDATE SET sticker_path = excluded.sticker_path, "
+            "png_path = excluded.png_path, width = excluded.width, height = excluded.height",
             (cache_key, sticker_path, png_path, width, height, time.time()),
         )
-        record = self.cutout_by_key(cache_key)
-        assert record is not None
-        return record
+        row = self._db.execute("SELECT * FROM cutouts WHERE cache_key = ?", (cache_key,)).fetchone()
+        return CutoutRecord(**dict(row))
 
     # --- stickers the bot sent (inline mode) -----------------------------------------------------
     def remember_sent_sticker(self, user_id: int, cutout_id: int, file_id: str, file_unique_id: str) -> None:
@@ -280,6 +289,12 @@ class Store:
 
     def set_pack_count(self, name: str, count: int) -> None:
         self._db.execute("UPDATE packs SET count = ? WHERE name = ?", (count, name))
+
+    def drop_pack(self, name: str) -> None:
+        """Forget a pack Telegram no longer knows (its owner deleted it)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM pack_stickers WHERE pack_name = ?", (name,))
+            db.execute("DELETE FROM packs WHERE name = ?", (name,))
 
     def pack_of_sticker(self, user_id: int, cutout_id: int) -> str | None:
         row = self._db.execute(

@@ -17,6 +17,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "Tip: send it as a file (📎 → File) for the sharpest result.\n"
             "/pack shows your sticker pack, /help says more."
         ),
+        "start_pack": "Hi {name}! You're all set: go back and tap “Add to my pack” again.",
         "help": (
             "How to use me:\n"
             "• Send a photo (or an image file: JPG, PNG, WEBP, BMP, TIFF, GIF) with one face, "

@@ -35,18 +35,19 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
     images = filters.PHOTO | filters.Document.ALL
+    new = filters.UpdateType.MESSAGE  # an edited caption or command must not get a second answer
 
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    app.add_handler(CommandHandler("start", commands.start, filters=private))
-    app.add_handler(CommandHandler("help", commands.help_command))
-    app.add_handler(CommandHandler("pack", commands.pack))
-    app.add_handler(CommandHandler("cutout", photos.cutout_command))
-    app.add_handler(MessageHandler(private & filters.PHOTO, photos.private_photo))
-    app.add_handler(MessageHandler(private & filters.Document.ALL, photos.private_document))
+    app.add_handler(CommandHandler("start", commands.start, filters=private & new))
+    app.add_handler(CommandHandler("help", commands.help_command, filters=new))
+    app.add_handler(CommandHandler("pack", commands.pack, filters=new))
+    app.add_handler(CommandHandler("cutout", photos.cutout_command, filters=new))
+    app.add_handler(MessageHandler(new & private & filters.PHOTO, photos.private_photo))
+    app.add_handler(MessageHandler(new & private & filters.Document.ALL, photos.private_document))
     app.add_handler(
-        MessageHandler(groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo)
+        MessageHandler(new & groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo)
     )
-    app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL, photos.private_text))
+    app.add_handler(MessageHandler(new & private & ~filters.StatusUpdate.ALL, photos.private_text))
     app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
     app.add_handler(InlineQueryHandler(inline.inline_query))
     app.add_error_handler(on_error)

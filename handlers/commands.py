@@ -11,11 +11,12 @@ from handlers.common import lang, settings, store
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Greets the user and says what to send."""
+    """Greets the user and says what to send; back from a pack button's link, says to press it again."""
     message, user = update.effective_message, update.effective_user
     assert message is not None
     name = user.first_name if user else "there"
-    await message.reply_text(text("start", lang=lang(update), name=name))
+    key = "start_pack" if context.args == ["pack"] else "start"
+    await message.reply_text(text(key, lang=lang(update), name=name))
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

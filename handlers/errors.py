@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
-from telegram.error import Forbidden, NetworkError
+from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.texts import text
@@ -34,7 +34,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
                 await message.reply_text(
                     text("error_generic", lang=lang(update), brief=not is_private(update))
                 )
-            except NetworkError as exc:
+            except TelegramError as exc:  # the chat is gone or Telegram is down: the log line is all there is
                 log.warning("could not tell the user about the error: %s", type(exc).__name__)
     else:
         log.error("error outside an update: %s", type(error).__name__, exc_info=error)

@@ -107,24 +107,8 @@ class TelegramMessenger:
         )
 
     async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
-        known = self.store.sticker_file_id(cutout.id)
-        sticker: str | bytes = (
-            known if known else await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
-        )
-        sent = await with_retries(
-            lambda: self.bot.send_sticker(
-                job.chat_id,
-                sticker,
-                reply_parameters=self._reply_to(job),
-                reply_markup=pack_button(cutout.id, job.lang),
-                message_thread_id=job.thread_id,
-            ),
-            what="sendSticker",
-        )
-        if sent.sticker is not None:
-            self.store.remember_sent_sticker(
-                job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id
-            )
+        if job.state != "delivering":  # "delivering": the sticker already went out before a restart
+            await self._deliver_sticker(job, cutout)
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
         await with_retries(
             lambda: self.bot.send_document(
@@ -139,6 +123,37 @@ class TelegramMessenger:
             what="sendDocument",
         )
         await self._drop_status(job)
+
+    async def _deliver_sticker(self, job: JobRecord, cutout: CutoutRecord) -> None:
+        sent: Message | None = None
+        if known := self.store.sticker_file_id(cutout.id):
+            try:
+                sent = await self._send_sticker(job, cutout, known)
+            except BadRequest as exc:  # a file_id from another bot token (a new token, the old DATA_DIR)
+                if "file identifier" not in exc.message.lower():
+                    raise
+                log.info("stored sticker file_id refused; uploading the sticker again")
+        if sent is None:
+            data = await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
+            sent = await self._send_sticker(job, cutout, data)
+        # The sticker is the answer: from here on a restart sends only the PNG, never a second sticker.
+        self.store.update_job(job, state="delivering", cache_key=cutout.cache_key)
+        if sent.sticker is not None:
+            self.store.remember_sent_sticker(
+                job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id
+            )
+
+    async def _send_sticker(self, job: JobRecord, cutout: CutoutRecord, sticker: str | bytes) -> Message:
+        return await with_retries(
+            lambda: self.bot.send_sticker(
+                job.chat_id,
+                sticker,
+                reply_parameters=self._reply_to(job),
+                reply_markup=pack_button(cutout.id, job.lang),
+                message_thread_id=job.thread_id,
+            ),
+            what="sendSticker",
+        )
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None:
         message = self._text(job, error.text_key, **self.text_values(error))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from telegram import CallbackQuery, InputSticker, Update
@@ -21,21 +23,35 @@ log = logging.getLogger(__name__)
 STICKER_EMOJI = ["🙂"]
 #: Pack creation is flood-limited; waits are honoured up to this many seconds in total.
 FLOOD_WAIT_BUDGET = 120.0
+#: A button press answered later than this may be dropped by Telegram: say "working" and finish in private.
+ANSWER_WITHIN = 4.0
+#: Volumes tried in one press (full, deleted or adopted ones are skipped).
+MAX_VOLUME_STEPS = 5
 _NOT_STARTED = ("PEER_ID_INVALID", "USER_NOT_FOUND", "BOT_BLOCKED", "USER_IS_BLOCKED", "CHAT_NOT_FOUND")
-_user_locks: dict[int, asyncio.Lock] = {}
 
 
-class PackFull(Exception):
-    """The volume holds 120 stickers already."""
+class NoRoom(Exception):
+    """No volume would take the sticker within MAX_VOLUME_STEPS."""
 
 
 async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Adds the cutout under the pressed button to the presser's own pack, and says where it went."""
+    reply = _Reply(update, context)
+    work = asyncio.ensure_future(_add_for_presser(update, context, reply))
+    try:
+        done, _ = await asyncio.wait({work}, timeout=ANSWER_WITHIN)
+        if not done:
+            await reply.waiting()
+        await work
+    finally:
+        work.cancel()  # only when this handler itself was cancelled
+
+
+async def _add_for_presser(update: Update, context: ContextTypes.DEFAULT_TYPE, reply: _Reply) -> None:
     query = update.callback_query
     assert query is not None and query.data is not None
     user = query.from_user
     db = store(context)
-    reply = _Reply(update, context)
     try:
         cutout = db.cutout_by_id(int(query.data.removeprefix("pack:")))
     except ValueError:
@@ -44,15 +60,14 @@ async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     if cutout is None or sticker_bytes is None:
         await reply(text("pack_cutout_gone", lang=lang(update)), alert=True)
         return
-    lock = _user_locks.setdefault(user.id, asyncio.Lock())
-    async with lock:  # two quick presses must not create two packs
+    async with _lock_for(context, user.id):  # two quick presses must not create two packs
         if db.pack_of_sticker(user.id, cutout.id):
             await reply(text("pack_already", lang=lang(update)))
             return
         try:
-            pack, created = await _add(context, db, user.id, user.first_name, cutout.id, sticker_bytes, reply)
+            pack, created = await _add(context, db, user.id, user.first_name, cutout.id, sticker_bytes)
         except BadRequest as exc:
-            if any(code in exc.message.upper() for code in _NOT_STARTED):
+            if _says(exc, *_NOT_STARTED):
                 # A t.me/<bot>?start= link is the one URL a callback answer may open.
                 await reply(
                     text("pack_not_started", lang=lang(update)),
@@ -62,8 +77,8 @@ async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
             log.warning("pack operation failed for user %s: %s", user.id, exc.message)
             await reply(text("pack_failed", lang=lang(update)), alert=True)
             return
-        except TelegramError as exc:
-            log.warning("pack operation failed for user %s: %s", user.id, type(exc).__name__)
+        except (TelegramError, NoRoom) as exc:
+            log.warning("pack operation failed for user %s: %s", user.id, exc)
             await reply(text("pack_failed", lang=lang(update)), alert=True)
             return
     key = "pack_created" if created else "pack_added"
@@ -77,31 +92,77 @@ async def _add(
     first_name: str,
     cutout_id: int,
     sticker_bytes: bytes,
-    reply: _Reply,
 ) -> tuple[PackRecord, bool]:
     """Add to the newest volume, creating volume 1 (or the next one when full). Returns (pack, created)."""
     bot = context.bot
-    sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
-    packs = db.packs(user_id)
-    current = packs[-1] if packs else None
-    if current is not None and current.count < PACK_CAPACITY:
-        try:
-            await _flood_patient(lambda: bot.add_sticker_to_set(user_id, current.name, sticker), reply)
-        except BadRequest as exc:
-            if "STICKERS_TOO_MUCH" not in exc.message.upper():
-                raise
-            db.set_pack_count(current.name, PACK_CAPACITY)
-        else:
+    packs = {p.volume: p for p in db.packs(user_id)}
+    volume = max(packs, default=1)
+    for _ in range(MAX_VOLUME_STEPS):
+        sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
+        current = packs.get(volume)
+        if current is not None:
+            if current.count >= PACK_CAPACITY:
+                volume += 1
+                continue
+            try:
+                await _flood_patient(partial(bot.add_sticker_to_set, user_id, current.name, sticker))
+            except BadRequest as exc:
+                if _says(exc, "STICKERS_TOO_MUCH"):
+                    db.set_pack_count(current.name, PACK_CAPACITY)
+                    volume += 1
+                elif _says(exc, "STICKERSET_INVALID"):  # its owner deleted it (in @Stickers): make it again
+                    db.drop_pack(current.name)
+                    del packs[volume]
+                else:
+                    raise
+                continue
             db.remember_pack_sticker(user_id, cutout_id, current.name)
-            return PackRecord(user_id, current.volume, current.name, current.title, current.count + 1), False
-    volume = current.volume + 1 if current else 1
-    name = pack_name(user_id, volume, bot.username)
-    title = pack_title(first_name, volume)
-    sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
-    await _flood_patient(lambda: bot.create_new_sticker_set(user_id, name, title, [sticker]), reply)
-    pack = db.add_pack(user_id, volume, name, title, 0)
-    db.remember_pack_sticker(user_id, cutout_id, name)
-    return PackRecord(pack.user_id, volume, name, title, 1), True
+            return PackRecord(user_id, volume, current.name, current.title, current.count + 1), False
+        name, title = pack_name(user_id, volume, bot.username), pack_title(first_name, volume)
+        try:
+            await _flood_patient(partial(bot.create_new_sticker_set, user_id, name, title, [sticker]))
+        except BadRequest as exc:
+            if not _says(exc, "OCCUPIED"):
+                raise
+            # Our name for this user and volume: a set made before the store was lost is adopted,
+            # a deleted one whose name Telegram keeps is skipped.
+            adopted = await _adopt(context, db, user_id, volume, name)
+            if adopted is None:
+                volume += 1
+            else:
+                packs[volume] = adopted
+            continue
+        db.add_pack(user_id, volume, name, title, 0)
+        db.remember_pack_sticker(user_id, cutout_id, name)
+        return PackRecord(user_id, volume, name, title, 1), True
+    raise NoRoom(f"no volume up to {volume} took the sticker")
+
+
+async def _adopt(
+    context: ContextTypes.DEFAULT_TYPE, db: Store, user_id: int, volume: int, name: str
+) -> PackRecord | None:
+    """Record the existing set ``name`` as this user's volume; None when Telegram won't show it."""
+    try:
+        found = await context.bot.get_sticker_set(name)
+    except BadRequest:
+        return None
+    return db.add_pack(user_id, volume, name, found.title, len(found.stickers))
+
+
+def _lock_for(context: ContextTypes.DEFAULT_TYPE, user_id: int) -> asyncio.Lock:
+    # Per application (an asyncio.Lock belongs to one event loop); dropped once nobody holds it.
+    locks: weakref.WeakValueDictionary[int, asyncio.Lock] = context.bot_data.setdefault(
+        "pack_locks", weakref.WeakValueDictionary()
+    )
+    lock = locks.get(user_id)
+    if lock is None:
+        lock = locks[user_id] = asyncio.Lock()
+    return lock
+
+
+def _says(exc: TelegramError, *codes: str) -> bool:
+    message = exc.message.upper()
+    return any(code in message for code in codes)
 
 
 async def _read(path: str) -> bytes | None:
@@ -112,7 +173,7 @@ async def _read(path: str) -> bytes | None:
 
 
 class _Reply:
-    """Answers the button press once; after a long flood wait the answer goes to the private chat."""
+    """Answers the button press once; once it is answered, later words go to the private chat."""
 
     def __init__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         self.update, self.context, self.answered = update, context, False
@@ -120,14 +181,24 @@ class _Reply:
     async def waiting(self) -> None:
         if not self.answered:
             self.answered = True
-            await self._query.answer(text("pack_working", lang=lang(self.update)))
+            await self._answer(text("pack_working", lang=lang(self.update)))
 
     async def __call__(self, message: str, *, alert: bool = False, url: str | None = None) -> None:
         if not self.answered:
             self.answered = True
-            await self._query.answer(message, show_alert=alert, url=url)
-        else:
+            if await self._answer(message, alert=alert, url=url):
+                return
+        try:
             await self.context.bot.send_message(self._query.from_user.id, message)
+        except TelegramError as exc:
+            log.warning("could not tell user %s about their pack: %s", self._query.from_user.id, exc)
+
+    async def _answer(self, message: str, *, alert: bool = False, url: str | None = None) -> bool:
+        try:
+            return await self._query.answer(message, show_alert=alert, url=url)
+        except BadRequest as exc:  # the press is too old to answer
+            log.info("could not answer a pack button press: %s", exc.message)
+            return False
 
     @property
     def _query(self) -> CallbackQuery:
@@ -135,8 +206,12 @@ class _Reply:
         return self.update.callback_query
 
 
-async def _flood_patient(call: Callable[[], Awaitable[bool]], reply: _Reply) -> bool:
-    """Wait out flood limits (RetryAfter) on pack operations instead of dropping the request."""
+async def _flood_patient(call: Callable[[], Awaitable[bool]]) -> bool:
+    """Wait out flood limits (RetryAfter) on pack operations instead of dropping the request.
+
+    The bot's rate limiter lets sticker-set calls through (bot/telegram_limits.py), so a flood wait here
+    holds only this press; a press that outlasts ANSWER_WITHIN is answered "working" by its handler.
+    """
     waited = 0.0
     while True:
         try:
@@ -147,6 +222,5 @@ async def _flood_patient(call: Callable[[], Awaitable[bool]], reply: _Reply) -> 
             if waited + delay > FLOOD_WAIT_BUDGET:
                 raise
             log.info("pack operation flood-limited; waiting %.0f s", delay)
-            await reply.waiting()
             waited += delay
             await asyncio.sleep(delay)

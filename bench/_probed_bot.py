@@ -1,0 +1,80 @@
+"""``python -m bot`` with an event-loop lag probe, for bench/load.py only (production code is untouched).
+
+    BENCH_LAG_FILE=/tmp/lag.json python bench/_probed_bot.py
+
+A task in the bot's own loop sleeps 10 ms over and over and records how late it wakes up: that is
+how long anything else (an update, a status edit, an API answer) could have waited for the loop.
+The samples are written to BENCH_LAG_FILE as JSON when the bot stops (post_stop), as
+``{"interval": s, "samples": [[time.monotonic(), lag_s], ...]}``; CLOCK_MONOTONIC is system-wide,
+so the benchmark can line the samples up with its own clock.
+
+BENCH_SLOW_CALLBACK_MS=20 also turns on asyncio's debug mode, which logs every callback that held
+the loop longer than that (with its source): slower overall, but it names the culprits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import bot.app  # noqa: E402
+from bot.__main__ import main  # noqa: E402
+
+INTERVAL = 0.010
+
+
+class LagProbe:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.samples: list[tuple[float, float]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(INTERVAL)
+            now = time.monotonic()
+            self.samples.append((now, now - before - INTERVAL))
+
+    def dump(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"interval": INTERVAL, "samples": self.samples}))
+        tmp.replace(self.path)
+
+
+def build_with_probe(settings: Any) -> Any:
+    app = _build(settings)
+    probe = LagProbe(Path(os.environ["BENCH_LAG_FILE"]))
+    post_init, post_stop = app.post_init, app.post_stop
+
+    async def started(app: Any) -> None:
+        if slow_ms := os.environ.get("BENCH_SLOW_CALLBACK_MS"):
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(slow_ms) / 1000
+        await post_init(app)
+        probe.task = asyncio.create_task(probe.run(), name="lag-probe")
+
+    async def stopped(app: Any) -> None:
+        if probe.task is not None:
+            probe.task.cancel()
+        probe.dump()
+        await post_stop(app)
+
+    app.post_init, app.post_stop = started, stopped
+    return app
+
+
+_build = bot.app.build_application
+bot.app.build_application = build_with_probe  # bot.__main__.main imports it from bot.app when it runs
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,468 @@
+"""Load benchmark: many users and photos through the real bot, against the strict PicWish stand-in.
+
+    .venv/bin/python bench/load.py                     # 20 users x 5 photos, QPS 2, API latency 0.5-1.5 s
+    .venv/bin/python bench/load.py --redis             # two bot processes sharing one key through Redis
+    .venv/bin/python bench/load.py --users 40 --photos 3 --qps 3 --latency 0.2 0.8
+
+The bot runs as ``python -m bot`` in a child process (bench/_probed_bot.py adds an event-loop lag
+probe), so its peak RSS is its own; both stand-ins run here in their own threads. Every user sends
+their photos as one album (distinct images, so the dedup cache never hides an API call); a few
+sync answers come back unfinished so polls share the budget too; once the backlog is long, one more
+user sends a single photo. Figures:
+
+- API requests per second while there is a backlog (first to last task creation), from the stand-in's
+  log of accepted requests, against the limit; 429s; the closest that ``qps + 1`` requests came to
+  fitting in one second (must stay above 1 s: the margin left);
+- photo -> result (the PNG, the last part of the answer) p50 / p95 / max, from the bench's clock
+  before ``send_photo`` to the stand-in's arrival time of the bot's ``sendDocument``;
+- the late single photo: its wait, and how many photos the API started between its sending and its own
+  task (round robin allows one per other active user; first in, first out would be the whole backlog);
+- peak RSS of the bot process (VmHWM); the largest event-loop lag inside the bot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # so that `python bench/load.py` works from the repo root
+
+from tests.harness import API_KEY, BOT_TOKEN, bot_env, variant_jpeg  # noqa: E402
+from tests.redis_server import find_redis_server, running_redis_server  # noqa: E402
+from tests.standins.picwish_api import FakePicWish, Outcome  # noqa: E402
+from tests.standins.telegram_api import FakeTelegram  # noqa: E402
+
+PROBED_BOT = ROOT / "bench" / "_probed_bot.py"
+FIRST_USER = 10_001
+WARM_UP_USER = 9_999
+LATE_USER = 99_999
+TARGET_RATE = 0.95  # x the limit, while there is a backlog
+TARGET_LAG_MS = 50.0
+TARGET_RSS_MB = 250.0
+# Round robin lets one photo of each other active user start before the late one; these few more may
+# start while its own intake (status message, download) is still going on.
+FAIR_SLACK = 2
+WORKERS_LINE = re.compile(r"bot @\S+ is up \(QPS [\d.]+, (\d+) workers\)")
+
+
+@dataclass
+class Photo:
+    bot: int  # which bot process (and Telegram stand-in) it went to
+    user: int
+    message_id: int
+    sent_at: float
+    result_at: float = math.nan
+
+
+@dataclass
+class Bot:
+    """One ``python -m bot`` child with its own Telegram stand-in."""
+
+    index: int
+    telegram: FakeTelegram
+    workdir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    lag_path: Path = field(init=False)
+    rss_peak: int = 0
+    _stop_sampling: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / f"bot{self.index}.log"
+        self.lag_path = self.workdir / f"lag{self.index}.json"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_", "REDIS_"))}
+        env.update(self.env, PYTHONPATH=str(ROOT), BENCH_LAG_FILE=str(self.lag_path))
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(PROBED_BOT)], cwd=self.workdir, env=env, stdout=log, stderr=log
+            )
+        self._sampler = threading.Thread(target=self._sample_rss, name=f"rss{self.index}", daemon=True)
+        self._sampler.start()
+
+    def _sample_rss(self) -> None:
+        assert self.proc is not None
+        process = psutil.Process(self.proc.pid)
+        while not self._stop_sampling.wait(0.05):
+            try:
+                self.rss_peak = max(self.rss_peak, process.memory_info().rss)
+                self.rss_peak = max(self.rss_peak, _vm_hwm(self.proc.pid))
+            except (psutil.Error, OSError):
+                return
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join()
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def workers(self) -> int | None:
+        found = WORKERS_LINE.search(self.log)
+        return int(found.group(1)) if found else None
+
+    def lag_samples(self) -> list[tuple[float, float]]:
+        if not self.lag_path.exists():
+            return []
+        return [(t, lag) for t, lag in json.loads(self.lag_path.read_text())["samples"]]
+
+
+def _vm_hwm(pid: int) -> int:
+    """The process's peak resident set size so far, in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def windowed_rate(times: list[float], start: float, end: float) -> float:
+    """Requests in a 1 s window, averaged over every position of the window inside [start, end].
+
+    Unlike (count - 1) / duration, it does not depend on whether the requests come in pairs or
+    evenly spaced: each request counts for the share of window positions that contain it.
+    """
+    positions = end - 1.0 - start
+    if positions <= 0:
+        return math.nan
+    covered = sum(max(0.0, min(t, end - 1.0) - max(t - 1.0, start)) for t in times if start <= t <= end)
+    return covered / positions
+
+
+def closest_window(times: list[float], qps: int) -> float:
+    """The shortest span covering ``qps + 1`` consecutive arrivals: over 1 s means never over the limit."""
+    times = sorted(times)
+    spans = [times[i + qps] - times[i] for i in range(len(times) - qps)]
+    return min(spans) if spans else math.inf
+
+
+def send(bot: Bot, user: int, image: bytes) -> Photo:
+    sent_at = time.monotonic()
+    message = bot.telegram.send_photo(user, image)
+    return Photo(bot.index, user, message["message_id"], sent_at)
+
+
+def answered(bots: list[Bot], photos: list[Photo]) -> bool:
+    """Fill in result times from the stand-ins; True once every photo has its PNG."""
+    by_key = {(p.bot, p.user, p.message_id): p for p in photos if math.isnan(p.result_at)}
+    for bot in bots:
+        for call in bot.telegram.calls_to("sendDocument"):
+            if not call.ok:
+                continue
+            key = (bot.index, call.decoded["chat_id"], call.decoded["reply_parameters"]["message_id"])
+            if (photo := by_key.get(key)) is not None:
+                photo.result_at = call.at
+    return all(not math.isnan(p.result_at) for p in photos)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def error_texts(bots: list[Bot]) -> list[str]:
+    """Texts users saw that are not status messages: limits, failures."""
+    found = []
+    for bot in bots:
+        for call in bot.telegram.calls:
+            if call.method in ("sendMessage", "editMessageText"):
+                text = str(call.params.get("text", ""))
+                if not any(mark in text for mark in ("Got it", "in line", "Cutting out")):
+                    found.append(text)
+    return found
+
+
+def run(args: argparse.Namespace) -> bool:
+    processes = 2 if args.redis else 1
+    qps = args.qps
+    users_per_bot = [
+        list(range(FIRST_USER + b * 1000, FIRST_USER + b * 1000 + n))
+        for b, n in enumerate(_split(args.users, processes))
+    ]
+    total = args.users * args.photos
+    print(f"preparing {total + 2} distinct photos ...", flush=True)
+    images = iter([variant_jpeg(seed) for seed in range(total + 2)])
+    rng = random.Random(1)
+    low, high = args.latency
+
+    with ExitStack() as stack:
+        if args.workdir is not None:
+            folder = args.workdir.resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-load-")))
+        picwish = stack.enter_context(FakePicWish(API_KEY, qps=qps, latency=lambda: rng.uniform(low, high)))
+        redis_url = stack.enter_context(running_redis_server()) if args.redis else None
+        bots: list[Bot] = []
+        for index in range(processes):
+            telegram = stack.enter_context(FakeTelegram(BOT_TOKEN))
+            for user in [WARM_UP_USER, LATE_USER, *users_per_bot[index]]:
+                telegram.add_user(user, f"User{user}")
+            extra = {
+                "PICWISH_QPS": f"{qps:g}",
+                "LOG_LEVEL": "INFO",
+                "USER_MAX_PENDING": str(max(5, args.photos)),
+                "USER_PER_MINUTE": str(max(10, args.photos)),
+            }
+            if redis_url:
+                extra["REDIS_URL"] = redis_url
+            env = bot_env(telegram.url, picwish.url, folder / f"data{index}", **extra)
+            bots.append(Bot(index, telegram, folder, env))
+        stack.callback(lambda: [bot.stop() for bot in bots])
+        for bot in bots:
+            bot.start()
+        for bot in bots:
+            bot.telegram.wait_for(lambda t: t.calls_to("getUpdates"), timeout=60)
+
+        # Warm-up: imports, connections and the first render are not part of the load.
+        warm = [send(bot, WARM_UP_USER, next(images)) for bot in bots]
+        wait_until(lambda: answered(bots, warm), 60, "warm-up")
+
+        # A few sync answers come back unfinished, so polls spend the budget too.
+        picwish.script(*[Outcome.processing()] * args.polling)
+        load_start = time.monotonic()
+        photos: list[Photo] = []
+        for index, bot in enumerate(bots):
+            for user in users_per_bot[index]:
+                photos.extend(send(bot, user, next(images)) for _ in range(args.photos))
+        late = send(bots[0], LATE_USER, next(images))
+        print(
+            f"{total} photos from {args.users} users sent in {time.monotonic() - load_start:.1f} s; "
+            f"one late photo sent; waiting for every answer ...",
+            flush=True,
+        )
+        timeout = 120 + 3 * (total + processes) / qps
+        wait_until(lambda: answered(bots, [*photos, late]), timeout, "the load")
+        load_end = time.monotonic()
+        for bot in bots:
+            bot.telegram.wait_for(lambda t: len(t.calls_to("deleteMessage")) >= total // processes, 30)
+        for bot in bots:
+            bot.stop()
+
+        requests = [r for r in picwish.requests if r.at >= load_start]
+        if args.workdir is not None:
+            log = [{"at": r.at - load_start, "kind": r.kind, "status": r.status} for r in requests]
+            (folder / "api_requests.json").write_text(json.dumps(log))
+        accepted = [r.at for r in requests if r.accepted]
+        creates = sorted(r.at for r in requests if r.kind == "create" and r.accepted)
+        backlog_from, backlog_to = creates[0], creates[-1]
+        in_backlog = [t for t in accepted if backlog_from <= t <= backlog_to]
+        burst = max(1, math.floor(qps))
+        late_create = _create_of(picwish, bots[0].telegram, late)
+        report = {
+            "rate": windowed_rate(in_backlog, backlog_from, backlog_to),
+            "backlog_s": backlog_to - backlog_from,
+            "started_ahead": (
+                None if late_create is None else len([t for t in creates if late.sent_at < t < late_create])
+            ),
+            "count_429": picwish.count_429,
+            "max_in_window": picwish.max_in_window(),
+            "closest": closest_window(sorted(r.at for r in picwish.requests if r.accepted), burst),
+            "queries": len([r for r in requests if r.kind == "query"]),
+            "creates": len(creates),
+        }
+        per_bot = [
+            {
+                "workers": bot.workers,
+                "rss_mb": bot.rss_peak / 2**20,
+                "lag_ms": max(
+                    (lag for t, lag in bot.lag_samples() if load_start <= t <= load_end), default=math.nan
+                )
+                * 1000,
+                "lag_all_ms": max((lag for _, lag in bot.lag_samples()), default=math.nan) * 1000,
+                "errors": [line for line in bot.log.splitlines() if " ERROR " in line or "Traceback" in line],
+            }
+            for bot in bots
+        ]
+        texts = error_texts(bots)
+
+    return print_report(args, processes, photos, late, report, per_bot, texts)
+
+
+def _create_of(picwish: FakePicWish, telegram: FakeTelegram, photo: Photo) -> float | None:
+    """When the API saw the photo's task created: the create whose upload has its size, if only one has."""
+    message = next(
+        m
+        for m in telegram.messages_in(photo.user, include_user_messages=True)
+        if m["message_id"] == photo.message_id
+    )
+    size = len(telegram.file_bytes(message["photo"][-1]["file_id"]))
+    matches = [r.at for r in picwish.creates() if r.file_size == size and r.status == 200]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def print_report(
+    args: argparse.Namespace,
+    processes: int,
+    photos: list[Photo],
+    late: Photo,
+    report: dict[str, Any],
+    per_bot: list[dict[str, Any]],
+    texts: list[str],
+) -> bool:
+    qps = args.qps
+    waits = [p.result_at - p.sent_at for p in photos]
+    late_wait = late.result_at - late.sent_at
+    waiting = [p for p in photos if p.result_at > late.sent_at]
+    active = len({(p.bot, p.user) for p in waiting})
+    fair_bound = active + FAIR_SLACK
+    started_ahead = report["started_ahead"]
+    if started_ahead is None:  # its create could not be told apart: count the answers ahead of it
+        started_ahead = len([p for p in photos if late.sent_at < p.result_at < late.result_at])
+        fair_bound += max((b["workers"] or 0) for b in per_bot)
+    rss = max(b["rss_mb"] for b in per_bot)
+    lag = max(b["lag_ms"] for b in per_bot)
+
+    rows: list[tuple[str, str, str, bool | None]] = [
+        (
+            "API requests/s during backlog",
+            f"{report['rate']:.2f} ({report['rate'] / qps:.3f} x limit {qps:g})",
+            f">= {TARGET_RATE:g} x limit",
+            report["rate"] >= TARGET_RATE * qps,
+        ),
+        (
+            "429 answers",
+            f"{report['count_429']}",
+            "0",
+            report["count_429"] == 0,
+        ),
+        (
+            "most requests in any 1 s",
+            f"{report['max_in_window']} (tightest {math.floor(qps) + 1} span {report['closest']:.3f} s)",
+            f"<= {math.floor(qps)}",
+            report["max_in_window"] <= qps,
+        ),
+        ("photo -> result p50", f"{percentile(waits, 0.5):.1f} s", "", None),
+        ("photo -> result p95", f"{percentile(waits, 0.95):.1f} s", "", None),
+        ("photo -> result max", f"{max(waits):.1f} s", "", None),
+        (
+            "late single photo: wait",
+            f"{late_wait:.1f} s ({len(waiting)} photos of {active} users waiting)",
+            "",
+            None,
+        ),
+        (
+            "late single photo: started ahead",
+            f"{started_ahead} photos (first in, first out: {len(waiting)})",
+            f"<= {fair_bound}",
+            started_ahead <= fair_bound,
+        ),
+        (
+            "bot peak RSS",
+            f"{rss:.0f} MB ({len(photos) // processes} photos queued per bot)",
+            f"< {TARGET_RSS_MB:g} MB",
+            rss < TARGET_RSS_MB,
+        ),
+        ("largest event-loop lag", f"{lag:.1f} ms", f"< {TARGET_LAG_MS:g} ms", lag < TARGET_LAG_MS),
+        (
+            "every photo answered, no error text",
+            f"{len(photos) + 1} answered, {len(texts)} other texts",
+            "0 other texts",
+            not texts,
+        ),
+    ]
+    mode = f"{processes} bot processes sharing one key through Redis" if processes > 1 else "1 bot process"
+    print()
+    print(
+        f"{args.users} users x {args.photos} photos (+1 late), {mode}; PICWISH_QPS {qps:g}, "
+        f"API latency {args.latency[0]:g}-{args.latency[1]:g} s; {report['creates']} creates, "
+        f"{report['queries']} polls"
+    )
+    width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    print(f"{'figure':<{width}}  {'measured':<{value_width}}  {'target':<16} result")
+    for name, value, target, ok in rows:
+        verdict = "" if ok is None else "PASS" if ok else "FAIL"
+        print(f"{name:<{width}}  {value:<{value_width}}  {target:<16} {verdict}")
+    if processes > 1:
+        for index, bot in enumerate(per_bot):
+            print(
+                f"  bot {index}: peak RSS {bot['rss_mb']:.0f} MB, loop lag {bot['lag_ms']:.1f} ms, "
+                f"{bot['workers']} workers"
+            )
+    for index, bot in enumerate(per_bot):
+        if bot["errors"]:
+            print(f"  bot {index} logged {len(bot['errors'])} error line(s), first: {bot['errors'][0]}")
+    for text in texts[:3]:
+        print(f"  a user saw: {text!r}")
+    return all(ok is not False for *_, ok in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--users", type=int, default=20, help="simulated users (default 20)")
+    parser.add_argument("--photos", type=int, default=5, help="photos per user (default 5)")
+    parser.add_argument("--qps", type=float, default=2, help="the API's QPS, bot and stand-in (default 2)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs=2,
+        default=(0.5, 1.5),
+        metavar=("MIN", "MAX"),
+        help="API processing time drawn uniformly from MIN-MAX seconds (default 0.5 1.5)",
+    )
+    parser.add_argument(
+        "--polling",
+        type=int,
+        default=10,
+        help="how many sync answers come back unfinished, so the bot polls (default 10)",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="two bot processes, one key, the budget shared through a local redis-server",
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the bots' data, logs and lag samples here")
+    args = parser.parse_args()
+    if args.qps < 1:
+        parser.error("--qps must be at least 1 (the stand-in's limit)")
+    if args.redis and find_redis_server() is None:
+        parser.error("--redis needs redis-server (apt-get install redis-server)")
+    return 0 if run(args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
