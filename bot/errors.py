@@ -79,6 +79,12 @@ class NotFound(ApiError):  # 404: unknown task, or an expired result
     retryable = True
 
 
+class EndpointNotFound(ApiError):
+    """404 on create: the API URL is wrong (PICWISH_API_URL), not a task that went missing."""
+
+    text_key = "service_unavailable"
+
+
 class PayloadTooLarge(ApiError):  # 413
     text_key = "image_too_large"
 
@@ -123,7 +129,7 @@ class ResultExpired(ApiError):
 class UnsafeResultUrl(ApiError):
     """A result URL we refuse to fetch: not https and not on the configured API host."""
 
-    text_key = "service_trouble"
+    text_key = "service_bad_answer"
 
 
 class TaskFailed(ApiError):

@@ -279,6 +279,9 @@ class PicWishClient:
             detail += f", status {status}"
 
         if not response.is_success:
+            if code == 404 and what == "create":
+                # A 404 on a query means the task is gone (redo it); on a create, the URL is wrong.
+                raise errors.EndpointNotFound(_with_message(detail, message), http_status=code)
             raise await self._failure(code, _with_message(detail, message), response)
         if body is None:
             raise errors.MalformedResponse(f"{detail}: the body is not a JSON object", http_status=code)

@@ -84,8 +84,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "please send the photo again in a few minutes."
         ),
         "service_trouble_brief": "The cutout service is having trouble; try again later.",
-        "service_unavailable": "The cutout service is unavailable for now. The bot's admins have been told.",
+        "service_unavailable": (
+            "The cutout service is unavailable for now: it needs attention from whoever runs this bot. "
+            "Please try again later."
+        ),
         "service_unavailable_brief": "The cutout service is unavailable for now.",
+        "service_bad_answer": (
+            "The cutout service sent back something I can't use. Please send the photo again later."
+        ),
+        "service_bad_answer_brief": "The cutout service sent back something I can't use.",
         "busy": "I'm very busy right now. Please send the photo again in a minute.",
         "api_bad_request": "The cutout service couldn't use this image. Please try a different photo.",
         "api_failed": "The cutout didn't work for this photo. Please try a different one.",

@@ -41,11 +41,12 @@ SPEC_STATES: dict[int, tuple[str, bool]] = {
     -2: ("service_trouble", True),  # the upload of the result failed
     -1: ("api_failed", False),  # processing failed
 }
-# Every HTTP status in the spec. A 404 says the task is unknown to the API: the task is redone.
+# Every HTTP status in the spec, on create. A 404 there means the API URL is wrong: not retried
+# (a 404 on a query means the task is gone, and it is redone: see the test below).
 SPEC_STATUSES: dict[int, tuple[str, bool]] = {
     400: ("api_bad_request", False),
     401: ("service_unavailable", False),
-    404: ("api_failed", True),
+    404: ("service_unavailable", False),
     413: ("image_too_large", False),
     429: ("busy", True),
     500: ("service_trouble", True),
@@ -65,7 +66,7 @@ def _cases() -> Iterator[tuple[str, Outcome, str, bool]]:
 
 CASES = [pytest.param(*case[1:], id=case[0]) for case in _cases()]
 # One transient case per distinct retry path (the other retryable states take the path of -2).
-TRANSIENT = ("state-2", "http404", "http429", "http500", "malformed", "reset")
+TRANSIENT = ("state-2", "http429", "http500", "malformed", "reset")
 TRANSIENT_CASES = [pytest.param(*case[1:], id=case[0]) for case in _cases() if case[0] in TRANSIENT]
 
 
@@ -166,6 +167,19 @@ def test_api_down_ends_in_the_service_trouble_text(
     assert stickers_to(telegram) == 0
 
 
+def test_a_task_the_api_no_longer_knows_is_redone(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
+) -> None:
+    picwish.script(Outcome.processing())
+    picwish.script(Outcome.http(404), on="query")
+    with BotThread(env):
+        telegram.send_photo(USER, variant_jpeg(14))
+        telegram.wait_for_call("sendDocument", timeout=30)
+    assert [q.status for q in picwish.queries()][:1] == [404]
+    assert len(picwish.creates()) == 2, "the lost task was created again"
+    assert stickers_to(telegram) == 1
+
+
 # --- result URLs -------------------------------------------------------------------------------------
 def test_an_expired_result_url_is_queried_again_then_redone(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
@@ -210,7 +224,7 @@ def test_a_result_url_off_the_api_host_and_not_https_is_never_fetched(
     env = bot_env(telegram.url, api_url, tmp_path / "data")
     with BotThread(env):
         telegram.send_photo(USER, variant_jpeg(9))
-        wait_for_text(telegram, text("service_trouble"))
+        wait_for_text(telegram, text("service_bad_answer"))
     assert len(picwish.creates()) == 1, "reached the API through localhost"
     assert picwish.downloads == []
 

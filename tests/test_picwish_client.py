@@ -310,7 +310,7 @@ async def test_client_is_a_cutout_backend(client: PicWishClient) -> None:
     [
         (400, errors.BadRequest, False, "api_bad_request"),
         (401, errors.Unauthorized, False, "service_unavailable"),
-        (404, errors.NotFound, True, "api_failed"),
+        (404, errors.EndpointNotFound, False, "service_unavailable"),
         (413, errors.PayloadTooLarge, False, "image_too_large"),
         (429, errors.RateLimited, True, "busy"),
         (500, errors.ServerError, True, "service_trouble"),
