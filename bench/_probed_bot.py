@@ -60,14 +60,16 @@ def build_with_probe(settings: Any) -> Any:
             loop = asyncio.get_running_loop()
             loop.set_debug(True)
             loop.slow_callback_duration = float(slow_ms) / 1000
-        await post_init(app)
+        if post_init is not None:
+            await post_init(app)
         probe.task = asyncio.create_task(probe.run(), name="lag-probe")
 
     async def stopped(app: Any) -> None:
         if probe.task is not None:
             probe.task.cancel()
         probe.dump()
-        await post_stop(app)
+        if post_stop is not None:
+            await post_stop(app)
 
     app.post_init, app.post_stop = started, stopped
     return app

@@ -24,7 +24,7 @@ from typing import Protocol
 from bot import errors
 from bot.admission import UserLimits
 from bot.backend import CutoutBackend, CutoutRequest
-from bot.budget import QpsBudget, handed_over
+from bot.budget import QpsBudget, Reservation, handed_over
 from bot.fairqueue import FairQueue
 from bot.imaging import PreparedImage, prepare_upload, render_cutout
 from bot.store import CutoutRecord, JobRecord, Store
@@ -288,9 +288,20 @@ class CutoutService:
             while not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
-            reservation = await self._budget.reserve() if self._budget is not None else None
+            reservation = await self._reserve_start()
             job = await self._queue.get()  # nobody else takes jobs: it is still there, no wait
         return job, handed_over(reservation) if reservation is not None else None
+
+    async def _reserve_start(self) -> Reservation | None:
+        if self._budget is None:
+            return None
+        try:
+            return await self._budget.reserve()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis unreachable: the job's own request meets the same error and says so
+            log.warning("could not reserve an API start: %s", type(exc).__name__)
+            return None
 
     async def _process(self, job: JobRecord) -> None:
         self.store.update_job(job, state="working")
