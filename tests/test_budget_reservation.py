@@ -9,20 +9,7 @@ import pytest
 
 from bot.budget import DEFAULT_WINDOW, LocalBudget, RedisBudget, Reservation, handed_over
 from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
-
-
-class Clock:
-    """A monotonic clock that moves only when a waiter sleeps (or the test moves it)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+from tests.test_budget import FakeClock as Clock
 
 
 def budget(qps: float = 1) -> tuple[LocalBudget, Clock]:
