@@ -1,0 +1,106 @@
+"""Settings: defaults, every malformed value named in one line, and .env.example documents them all."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "123456789:" + "A" * 35
+REQUIRED = {"TELEGRAM_BOT_TOKEN": TOKEN, "PICWISH_API_KEY": "key-0123456789"}
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings(REQUIRED)
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.picwish_api_url == "https://techhk.aoscdn.com"
+    assert settings.picwish_qps == 2
+    assert settings.data_dir == Path("./data")
+    assert settings.log_level == "INFO"
+    assert (settings.user_max_pending, settings.user_per_minute) == (5, 10)
+    assert settings.redis_url is None and settings.webhook_url is None
+    assert TOKEN not in repr(settings) and "key-0123456789" not in repr(settings)
+
+
+def test_ids_and_urls_are_parsed() -> None:
+    settings = load_settings(
+        {
+            **REQUIRED,
+            "ADMIN_USER_IDS": "1, 2;3",
+            "TELEGRAM_API_URL": "http://127.0.0.1:8081/",
+            "PICWISH_QPS": "0.5",
+        }
+    )
+    assert settings.admin_user_ids == {1, 2, 3}
+    assert settings.telegram_api_url == "http://127.0.0.1:8081"
+    assert settings.picwish_qps == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TELEGRAM_BOT_TOKEN", ""),
+        ("TELEGRAM_BOT_TOKEN", "not-a-token"),
+        ("PICWISH_API_KEY", ""),
+        ("PICWISH_API_KEY", "has space"),
+        ("TELEGRAM_API_URL", "ftp://example.com"),
+        ("PICWISH_API_URL", "techhk.aoscdn.com"),
+        ("PICWISH_QPS", "fast"),
+        ("PICWISH_QPS", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("USER_MAX_PENDING", "1.5"),
+        ("USER_PER_MINUTE", "-1"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("ADMIN_USER_IDS", "alice"),
+        ("ALLOWED_USER_IDS", "1,x"),
+        ("ALLOWED_CHAT_IDS", "-100abc"),
+        ("PICWISH_RETRY_SECONDS", "soon"),
+        ("WEBHOOK_URL", "not a url"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**REQUIRED, name: value})
+    message = str(caught.value)
+    assert name in message and "\n" not in message
+    if name == "TELEGRAM_BOT_TOKEN" and value:
+        assert value not in message
+
+
+def test_webhook_mode_needs_a_secret() -> None:
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
+        load_settings({**REQUIRED, "WEBHOOK_URL": "https://bot.example.com/hook"})
+    settings = load_settings(
+        {**REQUIRED, "WEBHOOK_URL": "https://bot.example.com/hook", "WEBHOOK_SECRET": "s" * 20}
+    )
+    assert settings.webhook_port == 8080 and "s" * 20 in settings.secrets
+
+
+def test_env_example_documents_every_setting_with_a_comment() -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    documented = {}
+    for before, line in zip([""] + lines, lines, strict=False):
+        if match := re.match(r"^([A-Z_]+)=", line):
+            documented[match.group(1)] = before
+    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z_]+)"', (ROOT / "bot/config.py").read_text()))
+    read |= set(
+        re.findall(r'_(?:required|url|number|ids)\(env, "([A-Z_]+)"', (ROOT / "bot/config.py").read_text())
+    )
+    assert read, "found the variables config.py reads"
+    assert read <= documented.keys(), f"not in .env.example: {sorted(read - documented.keys())}"
+    for name, comment in documented.items():
+        assert comment.startswith("# "), f"{name} has no one-line comment above it"
+
+
+def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*REQUIRED, "PICWISH_QPS"):
+        monkeypatch.setenv(name, "")  # recorded, so whatever .env sets is undone after the test
+        monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nPICWISH_API_KEY=abc12345\nPICWISH_QPS=3\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.picwish_qps == 3 and settings.picwish_api_key == "abc12345"
