@@ -83,7 +83,7 @@ def test_webhook_mode_needs_a_secret() -> None:
 def test_env_example_documents_every_setting_with_a_comment() -> None:
     lines = (ROOT / ".env.example").read_text().splitlines()
     documented = {}
-    for before, line in zip([""] + lines, lines, strict=False):
+    for before, line in zip(["", *lines], lines, strict=False):
         if match := re.match(r"^([A-Z_]+)=", line):
             documented[match.group(1)] = before
     read = set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z_]+)"', (ROOT / "bot/config.py").read_text()))
