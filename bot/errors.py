@@ -155,6 +155,10 @@ TASK_STATES: dict[int, tuple[str, bool]] = {
 }
 
 
+#: Failed states that the same image will fail with again: remembered, so a re-sent photo costs nothing.
+FINAL_STATES = frozenset({-16, -14, -11, -10, -7})
+
+
 def task_failed(state: int, detail: str = "") -> TaskFailed:
     """Build the error for a failed task state, with the state's text and retry policy."""
     text_key, retryable = TASK_STATES.get(state, ("api_failed", False))

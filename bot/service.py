@@ -237,6 +237,7 @@ class CutoutService:
                 if cached is not None:
                     await self._answer(job, cached, from_cache=True)
                     return
+                self._raise_known_failure(cache_key)
                 await asyncio.to_thread(self._write_incoming, job, prepared)
             self.store.update_job(job, state="queued")
             self._enqueue(job)
@@ -250,7 +251,16 @@ class CutoutService:
 
     def _cached_for_file(self, job: JobRecord) -> CutoutRecord | None:
         key = self.store.key_for_file(job.file_unique_id, CUTOUT_OPTIONS)
-        return self.store.cutout_by_key(key) if key else None
+        if key is None:
+            return None
+        self._raise_known_failure(key)
+        return self.store.cutout_by_key(key)
+
+    def _raise_known_failure(self, cache_key: str) -> None:
+        """The same image already failed for good (no face, refused): answer so again, at no cost."""
+        if (state := self.store.failed_state(cache_key)) is not None:
+            self.stats.cache_hits += 1
+            raise errors.task_failed(state, f"state {state} remembered for this image")
 
     def _enqueue(self, job: JobRecord) -> None:
         self._queue.put(job.user_id, job)
@@ -403,6 +413,8 @@ class CutoutService:
         self._forget(job)
 
     async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
+        if isinstance(error, errors.TaskFailed) and error.state in errors.FINAL_STATES and job.cache_key:
+            self.store.remember_failure(job.cache_key, error.state)
         await self._settle_status(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1

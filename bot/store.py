@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS cutouts (
     height INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS failed_keys (
+    cache_key TEXT PRIMARY KEY,
+    state INTEGER NOT NULL,
+    failed_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS file_keys (
     file_unique_id TEXT NOT NULL,
     options TEXT NOT NULL,
@@ -222,6 +227,17 @@ class Store:
     def cutout_by_id(self, cutout_id: int) -> CutoutRecord | None:
         row = self._db.execute("SELECT * FROM cutouts WHERE id = ?", (cutout_id,)).fetchone()
         return CutoutRecord(**dict(row)) if row else None
+
+    def failed_state(self, cache_key: str) -> int | None:
+        """The task state this image failed with for good (no face, refused content), if it did."""
+        row = self._db.execute("SELECT state FROM failed_keys WHERE cache_key = ?", (cache_key,)).fetchone()
+        return int(row[0]) if row else None
+
+    def remember_failure(self, cache_key: str, state: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO failed_keys (cache_key, state, failed_at) VALUES (?, ?, ?)",
+            (cache_key, state, time.time()),
+        )
 
     def key_for_file(self, file_unique_id: str, options: str) -> str | None:
         row = self._db.execute(

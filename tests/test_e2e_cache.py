@@ -168,3 +168,27 @@ def test_a_stored_sticker_file_id_telegram_refuses_is_replaced_by_an_upload(
         assert bot.service.stats.cache_hits == 1
     assert sticker_sends(telegram) == ["upload", "CAACAgIAAxkBAAIstale", "upload"]
     assert len(picwish.requests) == 1
+
+
+def test_a_photo_that_failed_for_good_is_not_paid_for_again(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
+) -> None:
+    from bot.texts import text
+
+    blank = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 200, 200)).save(blank, "PNG")  # no face: the API says -14
+    no_face = text("no_face")
+
+    def no_face_answers() -> int:
+        return sum(1 for m in telegram.messages_in(USER) if m.get("text") == no_face)
+
+    with BotThread(env):
+        photo = telegram.send_photo(USER, blank.getvalue())
+        telegram.wait_for(lambda t: no_face_answers() == 1)
+        assert len(picwish.creates()) == 1
+
+        resend(telegram, USER, photo)  # same file_unique_id
+        same_bytes = telegram.file_bytes(photo["photo"][-1]["file_id"])  # a new file_unique_id, same content
+        telegram.send_document(USER, same_bytes, file_name="blank.jpg", mime_type="image/jpeg")
+        telegram.wait_for(lambda t: no_face_answers() == 3)
+    assert len(picwish.requests) == 1, "the known failure was answered without the API"
