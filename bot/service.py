@@ -1,7 +1,7 @@
 """The cutout service: accepted photos in, answers out, nothing lost on the way.
 
     submit() -> intake (download, validate, cache) -> fair queue -> workers (QPS-budgeted API calls,
-    retries) -> render -> cache -> Messenger.deliver()
+    retries) -> render -> cache -> Messenger.send_sticker() and send_png()
 
 This module knows nothing of Telegram. It talks to the chat side through :class:`Messenger`, which
 ``handlers/`` implements. Every accepted job is in SQLite until it is answered, and open jobs are
@@ -53,6 +53,14 @@ class JobSpec:
     lang: str | None = None
 
 
+@dataclass(frozen=True)
+class SentSticker:
+    """The chat side's ids of a sticker it sent: reused for the next send, for inline mode and packs."""
+
+    file_id: str
+    file_unique_id: str
+
+
 class Messenger(Protocol):
     """The chat side of a job. Implemented in ``handlers/``; every method may raise on network trouble."""
 
@@ -66,7 +74,11 @@ class Messenger(Protocol):
 
     async def chat_action(self, job: JobRecord) -> None: ...
 
-    async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None: ...
+    async def send_sticker(self, job: JobRecord, cutout: CutoutRecord, known_id: str | None) -> SentSticker | None:
+        """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
+
+    async def send_png(self, job: JobRecord, cutout: CutoutRecord) -> None:
+        """Send the transparent PNG and retire the status message: the job is answered."""
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
 
@@ -405,7 +417,7 @@ class CutoutService:
         await self._settle_status(job)
         if from_cache:
             self.stats.cache_hits += 1
-        await self.messenger.deliver(job, cutout)
+        await self._deliver(job, cutout)
         self.store.update_job(job, state="done", cache_key=cutout.cache_key)
         self.stats.answered += 1
         if (started := self._started_at.pop(job.id, None)) is not None:
@@ -428,12 +440,21 @@ class CutoutService:
         self._started_at.pop(job.id, None)
         self._forget(job)
 
+    async def _deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
+        if job.state != "delivering":  # "delivering": the sticker went out before a restart
+            sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
+            # The sticker is the answer: from here on a restart sends only the PNG, never a second sticker.
+            self.store.update_job(job, state="delivering", cache_key=cutout.cache_key)
+            if sent is not None:
+                self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
+        await self.messenger.send_png(job, cutout)
+
     async def _finish_delivery(self, job: JobRecord) -> None:
         """A job whose sticker went out before a restart: send the rest, never the sticker again."""
         cutout = self.store.cutout_by_key(job.cache_key) if job.cache_key else None
         try:
             if cutout is not None:
-                await self.messenger.deliver(job, cutout)
+                await self._deliver(job, cutout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sticker is their answer; the rest is best effort
@@ -542,4 +563,4 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         log.debug("best-effort call failed: %s", type(exc).__name__)
 
 
-__all__ = ["CUTOUT_OPTIONS", "CutoutService", "JobSpec", "Messenger", "RetryPolicy"]
+__all__ = ["CUTOUT_OPTIONS", "CutoutService", "JobSpec", "Messenger", "RetryPolicy", "SentSticker"]

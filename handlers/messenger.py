@@ -14,7 +14,8 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import errors
 from bot.config import Settings
-from bot.store import CutoutRecord, JobRecord, Store
+from bot.service import SentSticker
+from bot.store import CutoutRecord, JobRecord
 from bot.texts import text
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,8 @@ def pack_button(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup:
 class TelegramMessenger:
     """Implements :class:`bot.service.Messenger` with a PTB ``Bot``."""
 
-    def __init__(self, bot: Bot, store: Store, settings: Settings) -> None:
+    def __init__(self, bot: Bot, settings: Settings) -> None:
         self.bot = bot
-        self.store = store
         self.settings = settings
 
     def _reply_to(self, job: JobRecord) -> ReplyParameters:
@@ -106,9 +106,23 @@ class TelegramMessenger:
             job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id
         )
 
-    async def deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
-        if job.state != "delivering":  # "delivering": the sticker already went out before a restart
-            await self._deliver_sticker(job, cutout)
+    async def send_sticker(self, job: JobRecord, cutout: CutoutRecord, known_id: str | None) -> SentSticker | None:
+        sent: Message | None = None
+        if known_id:
+            try:
+                sent = await self._send_sticker(job, cutout, known_id)
+            except BadRequest as exc:  # a file_id from another bot token (a new token, the old DATA_DIR)
+                if "file identifier" not in exc.message.lower():
+                    raise
+                log.info("stored sticker file_id refused; uploading the sticker again")
+        if sent is None:
+            data = await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
+            sent = await self._send_sticker(job, cutout, data)
+        if sent.sticker is None:
+            return None
+        return SentSticker(sent.sticker.file_id, sent.sticker.file_unique_id)
+
+    async def send_png(self, job: JobRecord, cutout: CutoutRecord) -> None:
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
         await with_retries(
             lambda: self.bot.send_document(
@@ -123,25 +137,6 @@ class TelegramMessenger:
             what="sendDocument",
         )
         await self._drop_status(job)
-
-    async def _deliver_sticker(self, job: JobRecord, cutout: CutoutRecord) -> None:
-        sent: Message | None = None
-        if known := self.store.sticker_file_id(cutout.id):
-            try:
-                sent = await self._send_sticker(job, cutout, known)
-            except BadRequest as exc:  # a file_id from another bot token (a new token, the old DATA_DIR)
-                if "file identifier" not in exc.message.lower():
-                    raise
-                log.info("stored sticker file_id refused; uploading the sticker again")
-        if sent is None:
-            data = await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
-            sent = await self._send_sticker(job, cutout, data)
-        # The sticker is the answer: from here on a restart sends only the PNG, never a second sticker.
-        self.store.update_job(job, state="delivering", cache_key=cutout.cache_key)
-        if sent.sticker is not None:
-            self.store.remember_sent_sticker(
-                job.user_id, cutout.id, sent.sticker.file_id, sent.sticker.file_unique_id
-            )
 
     async def _send_sticker(self, job: JobRecord, cutout: CutoutRecord, sticker: str | bytes) -> Message:
         return await with_retries(
