@@ -46,6 +46,7 @@ class JobSpec:
     message_id: int
     file_id: str
     file_unique_id: str
+    origin_message_id: int | None = None  # the message that asked; one job per message, ever
     file_size: int | None = None
     file_name: str | None = None
     mime: str | None = None
@@ -74,7 +75,9 @@ class Messenger(Protocol):
 
     async def chat_action(self, job: JobRecord) -> None: ...
 
-    async def send_sticker(self, job: JobRecord, cutout: CutoutRecord, known_id: str | None) -> SentSticker | None:
+    async def send_sticker(
+        self, job: JobRecord, cutout: CutoutRecord, known_id: str | None
+    ) -> SentSticker | None:
         """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
 
     async def send_png(self, job: JobRecord, cutout: CutoutRecord) -> None:
@@ -206,6 +209,16 @@ class CutoutService:
 
         On success the job is in SQLite and will be answered, whatever happens to this process.
         """
+        if spec.origin_message_id is not None and (
+            seen := self.store.job_for_origin(spec.chat_id, spec.origin_message_id)
+        ):
+            log.info(
+                "message %s in chat %s asked before (job %s): not a new job",
+                spec.origin_message_id,
+                spec.chat_id,
+                seen.id,
+            )
+            return seen
         if self._closing:
             raise errors.Refused("shutting_down")
         if spec.file_size is not None and spec.file_size > TELEGRAM_DOWNLOAD_LIMIT:

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lang TEXT,
     file_id TEXT NOT NULL,
     file_unique_id TEXT NOT NULL,
+    origin_message_id INTEGER,
     file_size INTEGER,
     file_name TEXT,
     mime TEXT,
@@ -37,6 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE state NOT IN ('done', 'failed');
+-- The message that asked for a job: an update Telegram delivers again after a crash is not a new job.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_origin ON jobs(chat_id, origin_message_id);
 
 CREATE TABLE IF NOT EXISTS cutouts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,6 +105,7 @@ class JobRecord:
     file_id: str
     file_unique_id: str
     state: str = "accepted"
+    origin_message_id: int | None = None
     thread_id: int | None = None
     lang: str | None = None
     file_size: int | None = None
@@ -189,6 +193,13 @@ class Store:
         values["updated_at"] = job.updated_at
         assignments = ", ".join(f"{name} = ?" for name in values)
         self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job.id])
+
+    def job_for_origin(self, chat_id: int, origin_message_id: int) -> JobRecord | None:
+        """The job a message already asked for, if any (an update delivered again after a crash)."""
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE chat_id = ? AND origin_message_id = ?", (chat_id, origin_message_id)
+        ).fetchone()
+        return JobRecord(**dict(row)) if row else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

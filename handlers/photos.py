@@ -25,6 +25,7 @@ def job_spec(update: Update, source: Message) -> JobSpec | None:
         "chat_id": message.chat_id,
         "chat_type": message.chat.type,
         "message_id": source.message_id,
+        "origin_message_id": message.message_id,
         "thread_id": message.message_thread_id if message.is_topic_message else None,
         "lang": user.language_code,
     }

@@ -178,3 +178,23 @@ def test_killed_during_intake_resumes_it_without_a_second_acknowledgement(
         c for c in telegram.calls_to("sendMessage") if c.params["text"] == text("status_received")
     ]
     assert len(acknowledgements) == 1
+
+
+def test_a_message_delivered_again_after_a_crash_is_not_answered_twice(
+    telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path
+) -> None:
+    from tests.harness import BotThread
+
+    env = bot_env(telegram.url, picwish.url, tmp_path / "data")
+    with BotThread(env):
+        photo = telegram.send_photo(USER, variant_jpeg(40))
+        telegram.wait_for_call("sendDocument")
+    # The bot died before confirming the update: Telegram delivers the same message to the next start.
+    with BotThread(env):
+        telegram.redeliver(photo)
+        marker = telegram.send_photo(USER, variant_jpeg(41))  # updates are handled in order
+        telegram.wait_for_call("sendDocument", count=2)
+        telegram.wait_for(lambda t: not t.pending_update_count)
+    replies = Counter(c.decoded["reply_parameters"]["message_id"] for c in telegram.calls_to("sendSticker"))
+    assert replies == {photo["message_id"]: 1, marker["message_id"]: 1}
+    assert len(picwish.creates()) == 2

@@ -1077,6 +1077,10 @@ class FakeTelegram:
             self.add_user(user_id, f"User{user_id}", started=started)
         return self._users[user_id]
 
+    def redeliver(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Queue an incoming message again, as Telegram does when the bot died before confirming it."""
+        return self._queue_update("message", message)
+
     def _queue_update(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         with self._cond:
             update = {"update_id": next(self._update_ids), kind: copy.deepcopy(payload)}
