@@ -75,6 +75,7 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     )
     app.bot_data.update(store=store, budget=budget, client=client, service=service)
     await service.start(handlers.TelegramMessenger(app.bot, settings))
+    await handlers.publish_menu(app.bot)
     # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
     # passes, which otherwise stall the event loop for tens of milliseconds under load.
     gc.collect()

@@ -35,6 +35,10 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "group_reply_to_photo": "Reply to a photo with /cutout, or send a photo with the caption /cutout.",
         "group_reply_to_photo_brief": "Reply to a photo with /cutout.",
         "not_allowed": "Sorry, this bot is private.",
+        "menu_start": "What this bot does",
+        "menu_help": "How to use it: photos, packs, groups, inline",
+        "menu_pack": "Links to your sticker pack",
+        "menu_cutout": "In groups: reply to a photo to cut it out",
         # --- progress -----------------------------------------------------------------------------
         "status_received": "📥 Got it, one moment…",
         "status_queued": "⏳ #{position} in line. I'll start on your photo soon.",

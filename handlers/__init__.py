@@ -16,6 +16,7 @@ from telegram.ext import (
 )
 
 from handlers import access, commands, inline, packs, photos
+from handlers.commands import publish_menu
 from handlers.errors import on_error
 from handlers.messenger import TelegramMessenger
 
@@ -53,4 +54,4 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_error_handler(on_error)
 
 
-__all__ = ["TelegramMessenger", "register"]
+__all__ = ["TelegramMessenger", "publish_menu", "register"]

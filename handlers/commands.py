@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from telegram import Update
+import logging
+
+from telegram import Bot, BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.packs import pack_link
 from bot.texts import text
 from handlers.common import lang, settings, store
+
+log = logging.getLogger(__name__)
+
+MENU = ("start", "help", "pack", "cutout")
+
+
+async def publish_menu(bot: Bot) -> None:
+    """Show the commands in Telegram's menu; a failure only costs the menu, never the start-up."""
+    try:
+        await bot.set_my_commands([BotCommand(name, text(f"menu_{name}")) for name in MENU])
+    except TelegramError as exc:
+        log.warning("could not publish the command menu: %s", type(exc).__name__)
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
