@@ -435,6 +435,12 @@ class CutoutService:
         self.stats.answered += 1
         if (started := self._started_at.pop(job.id, None)) is not None:
             self.stats.durations.append(time.monotonic() - started)
+            log.info(
+                "job %s answered in %.1f s%s",
+                job.id,
+                time.monotonic() - started,
+                " (cached)" if from_cache else "",
+            )
         self._forget(job)
 
     async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
