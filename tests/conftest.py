@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import API_KEY, BOT_TOKEN, bot_env
+from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import FakeTelegram
 
@@ -40,3 +41,12 @@ def picwish() -> Iterator[FakePicWish]:
 @pytest.fixture
 def env(telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path) -> dict[str, str]:
     return bot_env(telegram.url, picwish.url, tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a free loopback port, one per test module."""
+    if find_redis_server() is None:
+        pytest.skip(NOT_INSTALLED)
+    with running_redis_server() as url:
+        yield url

@@ -7,14 +7,12 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from bot.budget import DEFAULT_WINDOW, LocalBudget, RedisBudget, budget_key, make_budget
-from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_WINDOW = 1.0  # the stand-in server counts arrivals in windows of this length
@@ -174,12 +172,6 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_line() -> None:
 
 
 # --- RedisBudget ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if find_redis_server() is None:
-        pytest.skip(NOT_INSTALLED)
-    with running_redis_server() as url:
-        yield url
 
 
 @pytest.fixture

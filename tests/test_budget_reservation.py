@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from bot.budget import DEFAULT_WINDOW, LocalBudget, RedisBudget, Reservation, handed_over
-from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
 from tests.test_budget import FakeClock as Clock
 
 
@@ -71,14 +69,6 @@ async def test_another_budgets_reservation_is_not_spent_here() -> None:
     await in_task_of(reservation, second)
     assert clock.now == pytest.approx(DEFAULT_WINDOW)
     assert not reservation.spent
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    if find_redis_server() is None:
-        pytest.skip(NOT_INSTALLED)
-    with running_redis_server() as url:
-        yield url
 
 
 async def test_redis_reservation_is_restamped_when_spent(redis_url: str) -> None:

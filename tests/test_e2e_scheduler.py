@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.harness import BOT_TOKEN, BotProcess, BotThread, bot_env, variant_jpeg
-from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
 from tests.standins.picwish_api import FakePicWish, Outcome
 from tests.standins.telegram_api import Call, FakeTelegram
 
@@ -85,14 +82,6 @@ def status_moved_on(telegram: FakeTelegram, chat_id: int) -> set[int]:
 def assert_within_qps(picwish: FakePicWish) -> None:
     assert picwish.count_429 == 0, [r for r in picwish.requests if r.status == 429]
     assert picwish.max_in_window() <= QPS
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    if find_redis_server() is None:
-        pytest.skip(NOT_INSTALLED)
-    with running_redis_server() as url:
-        yield url
 
 
 # --- the QPS cap -------------------------------------------------------------------------------------
