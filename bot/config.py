@@ -7,7 +7,6 @@ malformed value raises :class:`ConfigError` with one line that names the variabl
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -178,7 +177,3 @@ def _webhook(env: Mapping[str, str]) -> dict[str, Any]:
         "webhook_listen": env.get("WEBHOOK_LISTEN") or "0.0.0.0",
         "webhook_port": int(_number(env, "WEBHOOK_PORT", 8080, minimum=1, maximum=65535, integer=True)),
     }
-
-
-def log_level_number(settings: Settings) -> int:
-    return int(getattr(logging, settings.log_level))

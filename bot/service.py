@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -118,7 +118,6 @@ class ServiceStats:
     failed: int = 0
     cache_hits: int = 0
     api_calls: int = 0
-    durations: list[float] = field(default_factory=list)
 
 
 class CutoutService:
@@ -237,9 +236,6 @@ class CutoutService:
 
     def pending(self, user_id: int) -> int:
         return self.store.count_open_jobs(user_id)
-
-    def position(self, job: JobRecord) -> int | None:
-        return self._queue.position(job)
 
     # --- intake: download, validate, cache --------------------------------------------------------
     async def _intake(self, job: JobRecord) -> None:
@@ -434,7 +430,6 @@ class CutoutService:
         self.store.update_job(job, state="done", cache_key=cutout.cache_key)
         self.stats.answered += 1
         if (started := self._started_at.pop(job.id, None)) is not None:
-            self.stats.durations.append(time.monotonic() - started)
             log.info(
                 "job %s answered in %.1f s%s",
                 job.id,

@@ -201,10 +201,6 @@ class Store:
         ).fetchone()
         return JobRecord(**dict(row)) if row else None
 
-    def get_job(self, job_id: str) -> JobRecord | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return JobRecord(**dict(row)) if row else None
-
     def open_jobs(self) -> list[JobRecord]:
         """Jobs accepted but not yet answered, oldest first (resumed at start-up)."""
         rows = self._db.execute(

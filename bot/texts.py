@@ -29,9 +29,6 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "You can have up to {max_pending} photos waiting and send up to {per_minute} a minute."
         ),
         "hint_send_photo": "Send me a photo with a face and I'll cut out the head as a sticker. /help says more.",
-        "hint_not_image_doc": (
-            "That file isn't an image I can read. Send a photo, or a JPG, PNG, WEBP, BMP, TIFF or GIF file."
-        ),
         "group_reply_to_photo": "Reply to a photo with /cutout, or send a photo with the caption /cutout.",
         "group_reply_to_photo_brief": "Reply to a photo with /cutout.",
         "not_allowed": "Sorry, this bot is private.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telegram import Update
+from telegram.error import RetryAfter
 from telegram.ext import ContextTypes
 
 from bot.config import Settings
@@ -33,3 +34,9 @@ def lang(update: Update) -> str | None:
 def is_private(update: Update) -> bool:
     chat = update.effective_chat
     return chat is not None and chat.type == "private"
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """Seconds Telegram asks us to wait (PTB 22 gives an int or, opted in, a timedelta)."""
+    value = exc.retry_after
+    return float(value) if isinstance(value, int | float) else value.total_seconds()

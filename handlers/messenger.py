@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.service import SentSticker
 from bot.store import CutoutRecord, JobRecord
 from bot.texts import text
+from handlers.common import retry_after_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +37,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
         except RetryAfter as exc:
             if attempt == SEND_ATTEMPTS:
                 raise
-            delay = _seconds(exc.retry_after) + 0.5
+            delay = retry_after_seconds(exc) + 0.5
         except NetworkError as exc:  # includes TimedOut and 5xx answers
             if attempt == SEND_ATTEMPTS:
                 raise
@@ -106,7 +107,9 @@ class TelegramMessenger:
             job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id
         )
 
-    async def send_sticker(self, job: JobRecord, cutout: CutoutRecord, known_id: str | None) -> SentSticker | None:
+    async def send_sticker(
+        self, job: JobRecord, cutout: CutoutRecord, known_id: str | None
+    ) -> SentSticker | None:
         sent: Message | None = None
         if known_id:
             try:
@@ -197,8 +200,3 @@ class TelegramMessenger:
             await self.bot.delete_message(job.chat_id, job.status_message_id)
         except (BadRequest, Forbidden, NetworkError) as exc:
             log.debug("could not delete status message: %s", type(exc).__name__)
-
-
-def _seconds(value: object) -> float:
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]

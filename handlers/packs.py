@@ -16,7 +16,7 @@ from telegram.ext import ContextTypes
 from bot.packs import PACK_CAPACITY, pack_name, pack_title
 from bot.store import PackRecord, Store
 from bot.texts import text
-from handlers.common import lang, store
+from handlers.common import lang, retry_after_seconds, store
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,7 @@ async def _flood_patient(call: Callable[[], Awaitable[bool]]) -> bool:
         try:
             return await call()
         except RetryAfter as exc:
-            ra = exc.retry_after
-            delay = float(ra) if isinstance(ra, int | float) else ra.total_seconds()
+            delay = retry_after_seconds(exc)
             if waited + delay > FLOOD_WAIT_BUDGET:
                 raise
             log.info("pack operation flood-limited; waiting %.0f s", delay)

@@ -86,7 +86,7 @@ async def private_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     message = update.effective_message
     assert message is not None and message.document is not None
     if not is_image_document(message.document.mime_type, message.document.file_name):
-        await message.reply_text(text("hint_not_image_doc", lang=lang(update)))
+        await message.reply_text(text("not_an_image", lang=lang(update)))
         return
     await submit(update, context, message)
 

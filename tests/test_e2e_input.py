@@ -65,7 +65,7 @@ def bot_texts(telegram: FakeTelegram) -> list[str]:
 # (bytes, file name, MIME type, Telegram's declared file size or None) -> text key; downloaded first?
 Send = Callable[[], tuple[bytes, str, str | None, int | None]]
 REFUSED: list[tuple[str, Send, str, bool]] = [
-    ("pdf", lambda: (b"%PDF-1.4 a CV", "cv.pdf", "application/pdf", None), "hint_not_image_doc", False),
+    ("pdf", lambda: (b"%PDF-1.4 a CV", "cv.pdf", "application/pdf", None), "not_an_image", False),
     ("empty", lambda: (b"", "photo.jpg", "image/jpeg", None), "empty_file", False),
     ("over-20-MB", lambda: (b"\xff\xd8\xff", "huge.jpg", "image/jpeg", 25 * MB), "file_too_big", False),
     (
