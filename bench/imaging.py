@@ -1,23 +1,42 @@
-"""How long prepare_upload and render_cutout take, and how much memory they reach for.
+"""How long the image pipeline takes, and how much memory it reaches for.
 
     .venv/bin/python bench/imaging.py
 
-Each case runs in a fresh interpreter that holds only the input bytes, so the peak RSS it reports
-is that of the call, not of building the inputs. Inputs: skimage's astronaut() at its native
-512 x 512 and upscaled to 3000 x 3000, and a noisy worst-case cutout for render_cutout.
+Each case runs in a fresh interpreter that holds only its input, so the peak RSS it reports is
+that of the call, not of building the inputs. Inputs: skimage's astronaut() at its native
+512 x 512 and upscaled to 3000 x 3000, a noisy worst-case cutout, and for the ZIP twenty
+photo-filled 3000 px props (the largest a 3000 px answer makes) written to disk by this parent.
+Cases with a target print PASS or FAIL against it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import ExifTags, Image, ImageDraw
+
+PROP_TARGET = (2000.0, 400.0)  # ms a call, peak RSS MB: a 3000 px prop
+ZIP_TARGET = (5000.0, 150.0)  # twenty 3000 px props
+
+
+@dataclass(frozen=True)
+class Case:
+    function: str
+    label: str
+    path: Path  # the input bytes, or for write_zip_parts a JSON list of [path, name]
+    repeats: int
+    options: dict[str, Any] = field(default_factory=dict)
+    target: tuple[float, float] | None = None
 
 
 def _encode(im: Image.Image, fmt: str, **params: object) -> bytes:
@@ -36,9 +55,20 @@ def _head_cutout(im: Image.Image) -> Image.Image:
     return cutout
 
 
-def _build_inputs(folder: Path) -> list[tuple[str, str, Path, int]]:
+def _with_comment(png: bytes, text: str) -> bytes:
+    """``png`` with a tEXt chunk before IEND: a distinct file with the same pixels."""
+    payload = b"Comment\x00" + text.encode()
+    chunk = (
+        struct.pack(">I", len(payload)) + b"tEXt" + payload + struct.pack(">I", zlib.crc32(b"tEXt" + payload))
+    )
+    return png[:-12] + chunk + png[-12:]
+
+
+def _build_inputs(folder: Path) -> list[Case]:
     import numpy as np  # only the parent builds inputs: children stay lean
     from skimage import data
+
+    from bot import imaging
 
     native = Image.fromarray(data.astronaut())  # type: ignore[no-untyped-call]
     big = native.resize((3000, 3000), Image.Resampling.LANCZOS)
@@ -46,22 +76,42 @@ def _build_inputs(folder: Path) -> list[tuple[str, str, Path, int]]:
     sideways[ExifTags.Base.Orientation] = 6
     rotated = _encode(big, "JPEG", quality=92, exif=sideways)
     noisy = Image.fromarray(np.random.default_rng(1).integers(16, 256, (1024, 1024, 4), dtype=np.uint8))
-    cases = [
-        ("prepare_upload", "512 JPEG (sent as is)", _encode(native, "JPEG", quality=92), 20),
-        ("prepare_upload", "512 PNG RGBA (re-encoded)", _encode(_head_cutout(native), "PNG"), 20),
-        ("prepare_upload", "3000 JPEG (sent as is)", _encode(big, "JPEG", quality=92), 5),
-        ("prepare_upload", "3000 JPEG EXIF 6 (re-encoded)", rotated, 5),
-        ("prepare_upload", "3000 PNG (sent as is)", _encode(big, "PNG"), 5),
-        ("render_cutout", "512 head cutout PNG", _encode(_head_cutout(native), "PNG"), 10),
-        ("render_cutout", "3000 head cutout PNG", _encode(_head_cutout(big), "PNG"), 5),
-        ("render_cutout", "1024 noise, worst case", _encode(noisy, "PNG"), 5),
+    head_512, head_3000 = _encode(_head_cutout(native), "PNG"), _encode(_head_cutout(big), "PNG")
+    photo_3000 = _encode(big.convert("RGBA"), "PNG")  # an answer whose whole canvas is visible
+    outline, whole, tight = {"outline": True}, {"crop": False}, {"crop": True}
+    inputs: list[tuple[str, str, bytes, int, dict[str, Any], tuple[float, float] | None]] = [
+        ("prepare_upload", "512 JPEG (sent as is)", _encode(native, "JPEG", quality=92), 20, {}, None),
+        ("prepare_upload", "512 PNG RGBA (re-encoded)", head_512, 20, {}, None),
+        ("prepare_upload", "3000 JPEG (sent as is)", _encode(big, "JPEG", quality=92), 5, {}, None),
+        ("prepare_upload", "3000 JPEG EXIF 6 (re-encoded)", rotated, 5, {}, None),
+        ("prepare_upload", "3000 PNG (sent as is)", _encode(big, "PNG"), 5, {}, None),
+        ("render_sticker", "512 head cutout PNG", head_512, 10, {}, None),
+        ("render_sticker", "3000 head cutout PNG", head_3000, 5, {}, None),
+        ("render_sticker", "1024 noise, worst case", _encode(noisy, "PNG"), 5, {}, None),
+        ("render_sticker", "512 head, outline", head_512, 10, outline, None),
+        ("render_sticker", "3000 head, outline", head_3000, 5, outline, None),
+        ("render_prop", "3000 head, crop=0, outline", head_3000, 3, whole | outline, PROP_TARGET),
+        ("render_prop", "3000 head, crop=1, outline", head_3000, 3, tight | outline, PROP_TARGET),
+        ("render_prop", "3000 photo, crop=0, outline", photo_3000, 3, whole | outline, PROP_TARGET),
     ]
-    built = []
-    for number, (function, label, raw, repeats) in enumerate(cases):
+    cases = []
+    for number, (function, label, raw, repeats, options, target) in enumerate(inputs):
         path = folder / f"case{number}.bin"
         path.write_bytes(raw)
-        built.append((function, label, path, repeats))
-    return built
+        cases.append(Case(function, label, path, repeats, options, target))
+
+    # The ZIP's worst case: props of a photo-filled 3000 px answer, each distinct on disk.
+    prop = imaging.render_prop(photo_3000, crop=False, outline=True).data
+    listing = []
+    for number in range(20):
+        path = folder / f"prop{number}.png"
+        path.write_bytes(_with_comment(prop, f"prop {number}"))
+        listing.append([str(path), f"guest-{number:04d}-prop.png"])
+    path = folder / "props.json"
+    path.write_text(json.dumps(listing))
+    label = f"20 props of {len(prop) / 1e6:.1f} MB"
+    cases.append(Case("write_zip_parts", label, path, 3, {}, ZIP_TARGET))
+    return cases
 
 
 def _peak_rss_mb() -> float:
@@ -75,42 +125,63 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _run_case(function: str, path: str, repeats: int) -> None:
+def _run_case(function: str, path: str, options: dict[str, Any], repeats: int) -> None:
     """Child side: time one function on one input and report as a JSON line."""
     from bot import imaging
 
-    raw = Path(path).read_bytes()
     call = getattr(imaging, function)
+    args: tuple[Any, ...]
+    if function == "write_zip_parts":
+        files = [(Path(source), name) for source, name in json.loads(Path(path).read_text())]
+        args = (files, Path(path).parent / "zips", "props")
+        input_bytes = sum(source.stat().st_size for source, _ in files)
+    else:
+        raw = Path(path).read_bytes()
+        args = (raw,)
+        input_bytes = len(raw)
     baseline_mb = _peak_rss_mb()
-    call(raw)  # warm-up: plugin registration, first-call allocations
+    call(*args, **options)  # warm-up: plugin registration, first-call allocations
     started = time.perf_counter()
     for _ in range(repeats):
-        call(raw)
+        call(*args, **options)
     elapsed = time.perf_counter() - started
     peak_mb = _peak_rss_mb()
     report = {"ms": 1000 * elapsed / repeats, "peak_mb": peak_mb, "delta_mb": peak_mb - baseline_mb}
-    print(json.dumps(report | {"input_kb": len(raw) / 1024}))
+    print(json.dumps(report | {"input_kb": input_bytes / 1024}))
 
 
 def main() -> None:
-    print(f"{'function':<15} {'input':<31} {'in KB':>8} {'ms/call':>8} {'peak RSS':>9} {'+call':>8}")
+    print(
+        f"{'function':<16} {'input':<31} {'in KB':>8} {'ms/call':>8} {'peak RSS':>9} {'+call':>8}"
+        f"  {'target':<20} verdict"
+    )
+    failed = False
     with tempfile.TemporaryDirectory() as folder:
-        for function, label, path, repeats in _build_inputs(Path(folder)):
+        for case in _build_inputs(Path(folder)):
+            options, repeats = json.dumps(case.options), str(case.repeats)
             child = subprocess.run(
-                [sys.executable, __file__, "--case", function, str(path), str(repeats)],
+                [sys.executable, __file__, "--case", case.function, str(case.path), options, repeats],
                 check=True,
                 capture_output=True,
                 text=True,
             )
             result = json.loads(child.stdout)
-            print(
-                f"{function:<15} {label:<31} {result['input_kb']:>8.0f} {result['ms']:>8.1f}"
+            line = (
+                f"{case.function:<16} {case.label:<31} {result['input_kb']:>8.0f} {result['ms']:>8.1f}"
                 f" {result['peak_mb']:>6.0f} MB {result['delta_mb']:>5.0f} MB"
             )
+            if case.target is not None:
+                ms, mb = case.target
+                ok = result["ms"] < ms and result["peak_mb"] < mb
+                failed |= not ok
+                line += f"  {f'< {ms:.0f} ms, < {mb:.0f} MB':<20} {'PASS' if ok else 'FAIL'}"
+            print(line, flush=True)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--case":
-        _run_case(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--case":
+        _run_case(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

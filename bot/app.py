@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.picwish import PicWishClient
 from bot.service import CutoutService, RetryPolicy
-from bot.store import Store
+from bot.storage import Store
 from bot.telegram_limits import TelegramRateLimiter
 
 log = logging.getLogger(__name__)

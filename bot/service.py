@@ -1,7 +1,8 @@
 """The cutout service: accepted photos in, answers out, nothing lost on the way.
 
     submit() -> intake (download, validate, cache) -> fair queue -> workers (QPS-budgeted API calls,
-    retries) -> render -> cache -> Messenger.send_sticker() and send_png()
+    retries) -> the API's full-resolution result, cached -> render what the job's options ask for
+    (sticker, PNG, JPG, print-ready prop) -> Messenger.send_*()
 
 This module knows nothing of Telegram. It talks to the chat side through :class:`Messenger`, which
 ``handlers/`` implements. Every accepted job is in SQLite until it is answered, and open jobs are
@@ -16,8 +17,9 @@ import hashlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -25,15 +27,22 @@ from bot import errors
 from bot.admission import UserLimits
 from bot.backend import CutoutBackend, CutoutRequest
 from bot.budget import QpsBudget, Reservation, handed_over
+from bot.domain import CutoutOptions, JobState, Part
 from bot.fairqueue import FairQueue
-from bot.imaging import PreparedImage, prepare_upload, render_cutout
-from bot.store import CutoutRecord, JobRecord, Store
+from bot.imaging import (
+    PreparedImage,
+    prepare_upload,
+    render_jpg_photo,
+    render_prop,
+    render_sticker,
+    result_size,
+)
+from bot.props import prop_file_name
+from bot.storage import CutoutRecord, JobRecord, ResultRecord, Store
 
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
-#: Options sent with every task; part of the cache key so other options never reuse a result.
-CUTOUT_OPTIONS = "crop=1;format=png"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,8 @@ class JobSpec:
     mime: str | None = None
     thread_id: int | None = None
     lang: str | None = None
+    options: CutoutOptions = field(default_factory=CutoutOptions)
+    source_name: str | None = None  # the user's file name, for naming props; None for a camera photo
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,21 @@ class SentSticker:
 
     file_id: str
     file_unique_id: str
+
+
+@dataclass(frozen=True)
+class PropFile:
+    """A print-ready prop on disk, ready to send as a document."""
+
+    path: Path
+    file_name: str
+    width: int
+    height: int
+    scale: float  # 1.0 at the API's full resolution; less when shrunk under the upload limit
+
+
+class _NotCached(Exception):
+    """The cache cannot answer this job: the API's result is not (or no longer) on disk."""
 
 
 class Messenger(Protocol):
@@ -80,8 +106,17 @@ class Messenger(Protocol):
     ) -> SentSticker | None:
         """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
 
-    async def send_png(self, job: JobRecord, cutout: CutoutRecord) -> None:
-        """Send the transparent PNG and retire the status message: the job is answered."""
+    async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool) -> None:
+        """Send the transparent 512 px PNG (with the pack button when no sticker carries it)."""
+
+    async def send_jpg(self, job: JobRecord, jpg: bytes) -> None:
+        """Send the cutout on white as a photo."""
+
+    async def send_prop(self, job: JobRecord, prop: PropFile) -> None:
+        """Send the print-ready prop as a document."""
+
+    async def finish(self, job: JobRecord) -> None:
+        """Every part is sent: retire the status message."""
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
 
@@ -141,8 +176,10 @@ class CutoutService:
         self.stats = ServiceStats()
         self._incoming = data_dir / "incoming"
         self._cutouts = data_dir / "cutouts"
-        self._incoming.mkdir(parents=True, exist_ok=True)
-        self._cutouts.mkdir(parents=True, exist_ok=True)
+        self._results = data_dir / "results"
+        self._props = data_dir / "props"
+        for folder in (self._incoming, self._cutouts, self._results, self._props):
+            folder.mkdir(parents=True, exist_ok=True)
         self._workers = workers
         self._intake_slots = asyncio.Semaphore(intake_concurrency)
         self._chat_action_every = chat_action_every
@@ -151,7 +188,7 @@ class CutoutService:
         self._dispatch = asyncio.Lock()  # one worker at a time picks the next job
         self._queued = asyncio.Event()  # set whenever a job joins the line
         self._status: dict[str, _StatusState] = {}
-        self._inflight: dict[str, asyncio.Future[CutoutRecord]] = {}
+        self._inflight: dict[str, asyncio.Future[ResultRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._working: set[asyncio.Task[None]] = set()
@@ -171,9 +208,9 @@ class CutoutService:
         resumed = self.store.open_jobs()
         for job in resumed:
             self._status[job.id] = _StatusState(job)
-            if job.state == "delivering":
+            if job.state is JobState.DELIVERING:
                 self._spawn(self._finish_delivery(job))
-            elif job.state in ("queued", "working") and self._incoming_path(job).exists():
+            elif job.state in (JobState.QUEUED, JobState.WORKING) and self._incoming_path(job).exists():
                 self._enqueue(job)
             else:
                 self._spawn(self._intake(job))
@@ -243,24 +280,20 @@ class CutoutService:
             if job.status_message_id is None:
                 status_id = await self.messenger.acknowledge(job)
                 self.store.update_job(job, status_message_id=status_id)
-            cached = self._cached_for_file(job)
-            if cached is not None:
-                await self._answer(job, cached, from_cache=True)
+            known = self.store.key_for_file(job.file_unique_id, job.options.api_key)
+            if known is not None and await self._answer_if_cached(job, known):
                 return
             async with self._intake_slots:
                 raw = await self.messenger.download(job)
                 prepared = await asyncio.to_thread(prepare_upload, raw)
                 del raw
-                cache_key = _cache_key(prepared)
+                cache_key = result_key(prepared.sha256, job.options)
                 self.store.update_job(job, cache_key=cache_key)
-                self.store.remember_file(job.file_unique_id, CUTOUT_OPTIONS, cache_key)
-                cached = self.store.cutout_by_key(cache_key)
-                if cached is not None:
-                    await self._answer(job, cached, from_cache=True)
+                self.store.remember_file(job.file_unique_id, job.options.api_key, cache_key)
+                if await self._answer_if_cached(job, cache_key):
                     return
-                self._raise_known_failure(cache_key)
                 await asyncio.to_thread(self._write_incoming, job, prepared)
-            self.store.update_job(job, state="queued")
+            self.store.update_job(job, state=JobState.QUEUED)
             self._enqueue(job)
         except asyncio.CancelledError:
             raise
@@ -270,12 +303,23 @@ class CutoutService:
             log.exception("intake of job %s failed", job.id)
             await self._fail(job, errors.CutoutError(type(exc).__name__))
 
-    def _cached_for_file(self, job: JobRecord) -> CutoutRecord | None:
-        key = self.store.key_for_file(job.file_unique_id, CUTOUT_OPTIONS)
-        if key is None:
-            return None
+    async def _answer_if_cached(self, job: JobRecord, key: str) -> bool:
+        """Answer from the cache when it holds what the job asks for; raise a failure remembered for it."""
         self._raise_known_failure(key)
-        return self.store.cutout_by_key(key)
+        if self.store.result_by_key(key) is None and not self._legacy_answer(job, key):
+            return False
+        try:
+            if job.options.needs_sticker:
+                await self._sticker(job, key)  # rendered now, so a vanished file is still a plain miss
+        except _NotCached:
+            return False
+        await self._answer(job, key, from_cache=True)
+        return True
+
+    def _legacy_answer(self, job: JobRecord, key: str) -> bool:
+        """A cache made before full-resolution results were kept holds the plain 512 px render only."""
+        wants_plain = set(job.options.parts) <= {Part.STICKER, Part.PNG} and not job.options.outline
+        return wants_plain and self.store.cutout_by_key(sticker_key(key, job.options)) is not None
 
     def _raise_known_failure(self, cache_key: str) -> None:
         """The same image already failed for good (no face, refused): answer so again, at no cost."""
@@ -335,12 +379,14 @@ class CutoutService:
             return None
 
     async def _process(self, job: JobRecord) -> None:
-        self.store.update_job(job, state="working")
+        self.store.update_job(job, state=JobState.WORKING)
         self._want_status(job, "working", None)
         action = asyncio.create_task(self._chat_action_loop(job))
         try:
-            cutout = await self._cutout_once(job)
-            await self._answer(job, cutout, from_cache=False)
+            key = job.cache_key
+            assert key is not None
+            await self._cutout_once(job, key)
+            await self._answer(job, key, from_cache=False)
         except asyncio.CancelledError:
             raise
         except errors.CutoutError as exc:
@@ -351,15 +397,13 @@ class CutoutService:
         finally:
             action.cancel()
 
-    async def _cutout_once(self, job: JobRecord) -> CutoutRecord:
-        """The cutout for this job's image: from the cache, from an identical job in flight, or from the API."""
-        key = job.cache_key
-        assert key is not None
-        if (cached := self.store.cutout_by_key(key)) is not None:
+    async def _cutout_once(self, job: JobRecord, key: str) -> ResultRecord:
+        """The API's result for this job's image: from the cache, from an identical job in flight, or the API."""
+        if (cached := self.store.result_by_key(key)) is not None:
             return cached
         if (twin := self._inflight.get(key)) is not None:
             return await asyncio.shield(twin)
-        future: asyncio.Future[CutoutRecord] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ResultRecord] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             record = await self._make_cutout(job, key)
@@ -374,16 +418,56 @@ class CutoutService:
         finally:
             self._inflight.pop(key, None)
 
-    async def _make_cutout(self, job: JobRecord, key: str) -> CutoutRecord:
+    async def _make_cutout(self, job: JobRecord, key: str) -> ResultRecord:
+        """One paid API call; its full-resolution answer is kept, every variant is rendered from it."""
         data = await asyncio.to_thread(self._incoming_path(job).read_bytes)
         request = CutoutRequest(
-            image=data, filename=job.file_name or "photo.jpg", mime=job.mime or "image/jpeg"
+            image=data,
+            filename=job.file_name or "photo.jpg",
+            mime=job.mime or "image/jpeg",
+            crop=job.options.crop,
+            output_format=job.options.output.api_format,
         )
         result = await self._call_with_retries(request)
-        rendered = await asyncio.to_thread(render_cutout, result)
-        sticker_path, png_path = self._cutout_paths(key)
+        width, height = await asyncio.to_thread(result_size, result)
+        path = self._results / key[:2] / f"{key}.{job.options.output.api_format}"
+        await asyncio.to_thread(_write_files, {path: result})
+        return self.store.add_result(key, str(path), width, height)
+
+    # --- rendering: every variant from the one result -------------------------------------------
+    async def _sticker(self, job: JobRecord, key: str) -> CutoutRecord:
+        """The 512 px sticker and PNG for the job's render options, rendered once and kept."""
+        variant = sticker_key(key, job.options)
+        if (cached := self.store.cutout_by_key(variant)) is not None:
+            return cached
+        result = await self._result_bytes(key)
+        rendered = await asyncio.to_thread(
+            render_sticker, result, crop=job.options.crop, outline=job.options.outline
+        )
+        sticker_path, png_path = self._cutout_paths(variant)
         await asyncio.to_thread(_write_files, {sticker_path: rendered.sticker_webp, png_path: rendered.png})
-        return self.store.add_cutout(key, str(sticker_path), str(png_path), rendered.width, rendered.height)
+        return self.store.add_cutout(
+            variant, str(sticker_path), str(png_path), rendered.width, rendered.height
+        )
+
+    async def _prop(self, job: JobRecord, key: str) -> PropFile:
+        """The print-ready prop at the API's full resolution, written under DATA_DIR/props for /zip."""
+        result = await self._result_bytes(key)
+        prop = await asyncio.to_thread(render_prop, result, crop=job.options.crop, outline=job.options.outline)
+        del result
+        path = self._props / str(job.chat_id) / f"{job.id}.{prop.extension}"
+        await asyncio.to_thread(_write_files, {path: prop.data})
+        name = prop_file_name(job.source_name, job.message_id, prop.extension)
+        return PropFile(path, name, prop.width, prop.height, prop.scale)
+
+    async def _result_bytes(self, key: str) -> bytes:
+        result = self.store.result_by_key(key)
+        if result is None:
+            raise _NotCached(key)
+        try:
+            return await asyncio.to_thread(Path(result.path).read_bytes)
+        except FileNotFoundError:
+            raise _NotCached(key) from None
 
     async def _call_with_retries(self, request: CutoutRequest) -> bytes:
         deadline = time.monotonic() + self.retry.total
@@ -422,12 +506,12 @@ class CutoutService:
             await _quietly(self.messenger.alert_admins("admin_key_recovered"))
 
     # --- answers ------------------------------------------------------------------------------
-    async def _answer(self, job: JobRecord, cutout: CutoutRecord, *, from_cache: bool) -> None:
+    async def _answer(self, job: JobRecord, key: str, *, from_cache: bool) -> None:
         await self._settle_status(job)
         if from_cache:
             self.stats.cache_hits += 1
-        await self._deliver(job, cutout)
-        self.store.update_job(job, state="done", cache_key=cutout.cache_key)
+        await self._deliver(job, key)
+        self.store.update_job(job, state=JobState.DONE, cache_key=key)
         self.stats.answered += 1
         if (started := self._started_at.pop(job.id, None)) is not None:
             log.info(
@@ -450,30 +534,45 @@ class CutoutService:
             raise  # still open in SQLite: the next start tells them
         except Exception as exc:  # blocked by the user, chat gone, Telegram down past every retry
             log.warning("could not tell the user job %s failed: %s", job.id, type(exc).__name__)
-        self.store.update_job(job, state="failed", error=type(error).__name__)
+        self.store.update_job(job, state=JobState.FAILED, error=type(error).__name__)
         self._started_at.pop(job.id, None)
         self._forget(job)
 
-    async def _deliver(self, job: JobRecord, cutout: CutoutRecord) -> None:
-        if job.state != "delivering":  # "delivering": the sticker went out before a restart
-            sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
-            # The sticker is the answer: from here on a restart sends only the PNG, never a second sticker.
-            self.store.update_job(job, state="delivering", cache_key=cutout.cache_key)
-            if sent is not None:
-                self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
-        await self.messenger.send_png(job, cutout)
+    async def _deliver(self, job: JobRecord, key: str) -> None:
+        """Send the parts of the answer not sent yet, in order; each sent part is recorded at once,
+        so a restart sends only the rest, never a part twice."""
+        parts = job.options.parts
+        for index, part in enumerate(parts):
+            if index < job.parts_sent:
+                continue
+            if part is Part.STICKER:
+                cutout = await self._sticker(job, key)
+                sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
+                if sent is not None:
+                    self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
+            elif part is Part.PNG:
+                cutout = await self._sticker(job, key)
+                await self.messenger.send_png(job, cutout, pack_button=Part.STICKER not in parts)
+            elif part is Part.JPG:
+                jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
+                await self.messenger.send_jpg(job, jpg)
+            else:
+                prop = await self._prop(job, key)
+                await self.messenger.send_prop(job, prop)
+                self.store.add_prop(job.chat_id, job.id, str(prop.path), prop.file_name)
+            self.store.update_job(job, state=JobState.DELIVERING, parts_sent=index + 1, cache_key=key)
+        await self.messenger.finish(job)
 
     async def _finish_delivery(self, job: JobRecord) -> None:
-        """A job whose sticker went out before a restart: send the rest, never the sticker again."""
-        cutout = self.store.cutout_by_key(job.cache_key) if job.cache_key else None
+        """A job whose answer was partly sent before a restart: send the rest, never a part again."""
         try:
-            if cutout is not None:
-                await self._deliver(job, cutout)
+            if job.cache_key:
+                await self._deliver(job, job.cache_key)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the sticker is their answer; the rest is best effort
+        except Exception as exc:  # the first part is their answer; the rest is best effort
             log.warning("could not finish answering job %s: %s", job.id, type(exc).__name__)
-        self.store.update_job(job, state="done")
+        self.store.update_job(job, state=JobState.DONE)
         self.stats.answered += 1
         self._forget(job)
 
@@ -548,8 +647,15 @@ class CutoutService:
         return task
 
 
-def _cache_key(prepared: PreparedImage) -> str:
-    return hashlib.sha256(f"{prepared.sha256}|{CUTOUT_OPTIONS}".encode()).hexdigest()
+def result_key(image_sha256: str, options: CutoutOptions) -> str:
+    """The cache key of the API's result: the image and the API parameters, nothing rendered locally."""
+    return hashlib.sha256(f"{image_sha256}|{options.api_key}".encode()).hexdigest()
+
+
+def sticker_key(result: str, options: CutoutOptions) -> str:
+    """The key of a 512 px render of a result; the plain one keeps the result's key (as caches made
+    before render options existed did)."""
+    return hashlib.sha256(f"{result}|outline".encode()).hexdigest() if options.outline else result
 
 
 def _edit_interval(job: JobRecord, wanted: tuple[str, int | None]) -> float:
@@ -562,7 +668,8 @@ def _edit_interval(job: JobRecord, wanted: tuple[str, int | None]) -> float:
 def _write_files(files: dict[Path, bytes]) -> None:
     for path, data in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        # A name of its own: two jobs may write the same cached file at once.
+        tmp = path.with_suffix(f"{path.suffix}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
 
@@ -577,4 +684,4 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         log.debug("best-effort call failed: %s", type(exc).__name__)
 
 
-__all__ = ["CUTOUT_OPTIONS", "CutoutService", "JobSpec", "Messenger", "RetryPolicy", "SentSticker"]
+__all__ = ["CutoutService", "JobSpec", "Messenger", "PropFile", "RetryPolicy", "SentSticker"]

@@ -15,17 +15,22 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "Hi {name}! Send me a photo of a face and I'll cut out the head on a transparent "
             "background: you get a ready sticker and a sticker-ready PNG.\n\n"
             "Tip: send it as a file (📎 → File) for the sharpest result.\n"
-            "/pack shows your sticker pack, /help says more."
+            "/settings: crop, white outline, PNG or JPG. /pack shows your sticker pack, /help says more."
         ),
         "start_pack": "Hi {name}! You're all set: go back and tap “Add to my pack” again.",
         "help": (
             "How to use me:\n"
             "• Send a photo (or an image file: JPG, PNG, WEBP, BMP, TIFF, GIF) with one face, "
             "looking at the camera, in good light.\n"
-            "• I reply with a sticker and a transparent PNG (good for printing props).\n"
+            "• I reply with a sticker and a transparent PNG.\n"
+            "• /settings: crop tight to the head or keep the whole photo; sticker, PNG or JPG on white; "
+            "a white sticker outline; the emoji for your pack.\n"
+            "• /props: event mode. Every cutout also comes as a print-ready prop (full resolution, "
+            "300 DPI); /zip sends all of them in one ZIP for the printer.\n"
             "• Tap “Add to my pack” under a result to collect it in your own sticker pack; /pack gives the link.\n"
             "• In any chat, type @{bot} to drop one of your recent cutouts.\n"
-            "• In groups, reply to a photo with /cutout, or send a photo with the caption /cutout.\n\n"
+            "• In groups, reply to a photo with /cutout, or send a photo with the caption /cutout. "
+            "There, /settings and /props belong to the group's admins.\n\n"
             "You can have up to {max_pending} photos waiting and send up to {per_minute} a minute."
         ),
         "hint_send_photo": "Send me a photo with a face and I'll cut out the head as a sticker. /help says more.",
@@ -36,11 +41,22 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "menu_help": "How to use it: photos, packs, groups, inline",
         "menu_pack": "Links to your sticker pack",
         "menu_cutout": "In groups: reply to a photo to cut it out",
+        "menu_settings": "Crop, outline, PNG or JPG, pack emoji",
+        "menu_props": "Event mode: print-ready props on or off",
+        "menu_zip": "All props made here, in one ZIP",
+        "unknown_command": "I don't know that command. Try /settings, /props, /zip, /pack or /help.",
         # --- progress -----------------------------------------------------------------------------
         "status_received": "📥 Got it, one moment…",
         "status_queued": "⏳ #{position} in line. I'll start on your photo soon.",
         "status_working": "✂️ Cutting out your photo…",
         "png_caption": "Transparent PNG, ready for stickers or printing.",
+        "prop_caption": "🖨 Print-ready prop: {width} × {height} px, {cm_w} × {cm_h} cm at 300 DPI.",
+        "prop_caption_brief": "🖨 Prop: {width} × {height} px, 300 DPI.",
+        "prop_caption_shrunk": (
+            "🖨 Print-ready prop: {width} × {height} px, {cm_w} × {cm_h} cm at 300 DPI. "
+            "Shrunk to {percent}% of full size to stay under Telegram's 50 MB limit."
+        ),
+        "prop_caption_shrunk_brief": "🖨 Prop: {width} × {height} px, 300 DPI ({percent}% of full size, for the 50 MB limit).",
         "button_add_to_pack": "➕ Add to my pack",
         # --- limits -------------------------------------------------------------------------------
         "too_many_pending": (
@@ -100,6 +116,46 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "api_failed_brief": "The cutout didn't work for this photo.",
         "error_generic": "Something went wrong on my side with that photo. Please send it again.",
         "error_generic_brief": "Something went wrong; please try again.",
+        # --- settings -----------------------------------------------------------------------------
+        "settings_private": "⚙️ Your settings:\n{summary}\n\nTap a button to change one.",
+        "settings_group": "⚙️ This group's settings:\n{summary}\n\nOnly the group's admins can change them.",
+        "settings_summary": (
+            "✂️ Crop: {crop}\n📤 You get: {output}\n⚪ White outline: {outline}\n"
+            "🖨 Event props: {props}\n🏷 Pack emoji: {emoji}"
+        ),
+        "crop_1": "tight to the head",
+        "crop_0": "whole photo",
+        "output_sticker+png": "sticker + PNG",
+        "output_sticker": "sticker only",
+        "output_png": "PNG only",
+        "output_jpg": "JPG on white",
+        "on": "on",
+        "off": "off",
+        "button_crop_1": "Head only",
+        "button_crop_0": "Whole photo",
+        "button_output_sticker+png": "Sticker + PNG",
+        "button_output_sticker": "Sticker",
+        "button_output_png": "PNG",
+        "button_output_jpg": "JPG on white",
+        "button_outline": "White outline",
+        "button_props": "Event props",
+        "settings_changed": "✅ {what}: {value}",
+        "settings_unchanged": "That's already the setting.",
+        "what_crop": "Crop",
+        "what_output": "You get",
+        "what_outline": "White outline",
+        "what_props": "Event props",
+        "what_emoji": "Pack emoji",
+        "admins_only": "Only this group's admins can change that.",
+        "props_on": (
+            "🖨 Event props are on. Every cutout here also comes as a print-ready PNG at full resolution "
+            "(300 DPI, transparent margin). Send /zip for all of them in one ZIP."
+        ),
+        "props_on_brief": "🖨 Event props on: every cutout also comes as a print-ready prop. /zip collects them.",
+        "props_off": "Event props are off. Send /props to switch them back on.",
+        "zip_none": "No new props here since the last /zip. Switch on /props, then send photos.",
+        "zip_caption": "📦 {count} props for printing.",
+        "zip_caption_part": "📦 {count} props for printing, part {part} of {parts}.",
         # --- sticker packs ------------------------------------------------------------------------
         "pack_added": "Added to your pack “{title}”.",
         "pack_created": "Created your pack “{title}” with this sticker.",

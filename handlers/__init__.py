@@ -15,7 +15,7 @@ from telegram.ext import (
     filters,
 )
 
-from handlers import access, commands, inline, packs, photos
+from handlers import access, commands, inline, packs, photos, props, settings
 from handlers.commands import publish_menu
 from handlers.errors import on_error
 from handlers.messenger import TelegramMessenger
@@ -43,6 +43,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("help", commands.help_command, filters=new))
     app.add_handler(CommandHandler("pack", commands.pack, filters=new))
     app.add_handler(CommandHandler("cutout", photos.cutout_command, filters=new))
+    app.add_handler(CommandHandler("settings", settings.settings_command, filters=new))
+    app.add_handler(CommandHandler("props", props.props_command, filters=new))
+    app.add_handler(CommandHandler("zip", props.zip_command, filters=new))
     app.add_handler(MessageHandler(new & private & filters.PHOTO, photos.private_photo))
     app.add_handler(MessageHandler(new & private & filters.Document.ALL, photos.private_document))
     app.add_handler(
@@ -50,6 +53,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     )
     app.add_handler(MessageHandler(new & private & ~filters.StatusUpdate.ALL, photos.private_text))
     app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
+    app.add_handler(CallbackQueryHandler(settings.settings_button, pattern=rf"^{settings.PREFIX}"))
     app.add_handler(InlineQueryHandler(inline.inline_query))
     app.add_error_handler(on_error)
 

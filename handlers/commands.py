@@ -1,4 +1,4 @@
-"""/start, /help and /pack."""
+"""/start, /help, /pack and the command menu."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from handlers.common import lang, settings, store
 
 log = logging.getLogger(__name__)
 
-MENU = ("start", "help", "pack", "cutout")
+MENU = ("start", "help", "settings", "props", "zip", "pack", "cutout")
 
 
 async def publish_menu(bot: Bot) -> None:

@@ -1,14 +1,15 @@
-"""Small helpers shared by the handlers: typed access to the machinery in ``bot_data``."""
+"""Small helpers shared by the handlers: typed access to the machinery in ``bot_data``, who may do what."""
 
 from __future__ import annotations
 
 from telegram import Update
+from telegram.constants import ChatMemberStatus
 from telegram.error import RetryAfter
 from telegram.ext import ContextTypes
 
 from bot.config import Settings
 from bot.service import CutoutService
-from bot.store import Store
+from bot.storage import Store
 
 
 def service(context: ContextTypes.DEFAULT_TYPE) -> CutoutService:
@@ -40,3 +41,16 @@ def retry_after_seconds(exc: RetryAfter) -> float:
     """Seconds Telegram asks us to wait (PTB 22 gives an int or, opted in, a timedelta)."""
     value = exc.retry_after
     return float(value) if isinstance(value, int | float) else value.total_seconds()
+
+
+async def may_change_chat_settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """Anyone in a private chat; in a group, its admins (an anonymous admin posts as the group)."""
+    chat, user, message = update.effective_chat, update.effective_user, update.effective_message
+    if chat is None or chat.type == "private":
+        return True
+    if update.callback_query is None and message is not None and message.sender_chat is not None:
+        return message.sender_chat.id == chat.id
+    if user is None:
+        return False
+    member = await context.bot.get_chat_member(chat.id, user.id)
+    return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)

@@ -14,8 +14,9 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from bot import errors
 from bot.config import Settings
-from bot.service import SentSticker
-from bot.store import CutoutRecord, JobRecord
+from bot.imaging import PROP_DPI
+from bot.service import PropFile, SentSticker
+from bot.storage import CutoutRecord, JobRecord
 from bot.texts import text
 from handlers.common import retry_after_seconds
 
@@ -47,7 +48,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
     raise AssertionError("unreachable")
 
 
-def pack_button(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup:
+def pack_button_markup(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(text("button_add_to_pack", lang=lang), callback_data=f"pack:{cutout_id}")]]
     )
@@ -125,7 +126,7 @@ class TelegramMessenger:
             return None
         return SentSticker(sent.sticker.file_id, sent.sticker.file_unique_id)
 
-    async def send_png(self, job: JobRecord, cutout: CutoutRecord) -> None:
+    async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool) -> None:
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
         await with_retries(
             lambda: self.bot.send_document(
@@ -134,11 +135,47 @@ class TelegramMessenger:
                 filename="cutout.png",
                 caption=self._text(job, "png_caption") if job.is_private else None,
                 reply_parameters=self._reply_to(job),
+                reply_markup=pack_button_markup(cutout.id, job.lang) if pack_button else None,
                 message_thread_id=job.thread_id,
                 disable_content_type_detection=True,
             ),
             what="sendDocument",
         )
+
+    async def send_jpg(self, job: JobRecord, jpg: bytes) -> None:
+        await with_retries(
+            lambda: self.bot.send_photo(
+                job.chat_id, jpg, reply_parameters=self._reply_to(job), message_thread_id=job.thread_id
+            ),
+            what="sendPhoto",
+        )
+
+    async def send_prop(self, job: JobRecord, prop: PropFile) -> None:
+        data = await asyncio.to_thread(prop.path.read_bytes)
+        values = {
+            "width": prop.width,
+            "height": prop.height,
+            "cm_w": f"{prop.width / PROP_DPI * 2.54:.1f}",
+            "cm_h": f"{prop.height / PROP_DPI * 2.54:.1f}",
+            "percent": round(prop.scale * 100),
+        }
+        key = "prop_caption" if prop.scale >= 1.0 else "prop_caption_shrunk"
+        await with_retries(
+            lambda: self.bot.send_document(
+                job.chat_id,
+                data,
+                filename=prop.file_name,
+                caption=self._text(job, key, **values),
+                reply_parameters=self._reply_to(job),
+                message_thread_id=job.thread_id,
+                disable_content_type_detection=True,
+                # A big prop takes a while to upload on a slow link.
+                write_timeout=120,
+            ),
+            what="sendDocument (prop)",
+        )
+
+    async def finish(self, job: JobRecord) -> None:
         await self._drop_status(job)
 
     async def _send_sticker(self, job: JobRecord, cutout: CutoutRecord, sticker: str | bytes) -> Message:
@@ -147,7 +184,7 @@ class TelegramMessenger:
                 job.chat_id,
                 sticker,
                 reply_parameters=self._reply_to(job),
-                reply_markup=pack_button(cutout.id, job.lang),
+                reply_markup=pack_button_markup(cutout.id, job.lang),
                 message_thread_id=job.thread_id,
             ),
             what="sendSticker",

@@ -13,14 +13,14 @@ from telegram import CallbackQuery, InputSticker, Update
 from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
+from bot.domain import PACK_EMOJI
 from bot.packs import PACK_CAPACITY, pack_name, pack_title
-from bot.store import PackRecord, Store
+from bot.storage import PackRecord, Store
 from bot.texts import text
 from handlers.common import lang, retry_after_seconds, store
 
 log = logging.getLogger(__name__)
 
-STICKER_EMOJI = ["🙂"]
 #: Pack creation is flood-limited; waits are honoured up to this many seconds in total.
 FLOOD_WAIT_BUDGET = 120.0
 #: A button press answered later than this may be dropped by Telegram: say "working" and finish in private.
@@ -65,7 +65,10 @@ async def _add_for_presser(update: Update, context: ContextTypes.DEFAULT_TYPE, r
             await reply(text("pack_already", lang=lang(update)))
             return
         try:
-            pack, created = await _add(context, db, user.id, user.first_name, cutout.id, sticker_bytes)
+            # The emoji chosen in /settings of the chat where the button was pressed.
+            emoji = db.chat_settings(query.message.chat.id).emoji if query.message else PACK_EMOJI[0]
+            sticker = InputSticker(sticker_bytes, emoji_list=[emoji], format="static")
+            pack, created = await _add(context, db, user.id, user.first_name, cutout.id, sticker)
         except BadRequest as exc:
             if _says(exc, *_NOT_STARTED):
                 # A t.me/<bot>?start= link is the one URL a callback answer may open.
@@ -91,14 +94,13 @@ async def _add(
     user_id: int,
     first_name: str,
     cutout_id: int,
-    sticker_bytes: bytes,
+    sticker: InputSticker,
 ) -> tuple[PackRecord, bool]:
     """Add to the newest volume, creating volume 1 (or the next one when full). Returns (pack, created)."""
     bot = context.bot
     packs = {p.volume: p for p in db.packs(user_id)}
     volume = max(packs, default=1)
     for _ in range(MAX_VOLUME_STEPS):
-        sticker = InputSticker(sticker_bytes, emoji_list=STICKER_EMOJI, format="static")
         current = packs.get(volume)
         if current is not None:
             if current.count >= PACK_CAPACITY:

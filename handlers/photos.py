@@ -8,19 +8,21 @@ from telegram import Message, Update
 from telegram.ext import ContextTypes
 
 from bot import errors
+from bot.domain import CutoutOptions
 from bot.service import JobSpec
 from bot.texts import text
-from handlers.common import is_private, lang, service, settings
+from handlers.common import is_private, lang, service, settings, store
 from handlers.messenger import TelegramMessenger
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-def job_spec(update: Update, source: Message) -> JobSpec | None:
+def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec | None:
     """What to cut out from ``source`` (a photo or an image document), answered in the update's chat."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     common = {
+        "options": options,
         "user_id": user.id,
         "chat_id": message.chat_id,
         "chat_type": message.chat.type,
@@ -47,6 +49,7 @@ def job_spec(update: Update, source: Message) -> JobSpec | None:
             file_size=doc.file_size,
             file_name=doc.file_name,
             mime=doc.mime_type,
+            source_name=doc.file_name,
             **common,  # type: ignore[arg-type]
         )
     return None
@@ -62,7 +65,7 @@ async def submit(update: Update, context: ContextTypes.DEFAULT_TYPE, source: Mes
     """Queue the cutout, or say at once why not (limits, a file that cannot work)."""
     message = update.effective_message
     assert message is not None
-    spec = job_spec(update, source)
+    spec = job_spec(update, source, store(context).chat_settings(message.chat_id).options)
     brief = not is_private(update)
     if spec is None:
         await message.reply_text(text("not_an_image", lang=lang(update), brief=brief))
@@ -122,7 +125,8 @@ def caption_asks_for_cutout(caption: str | None, bot_username: str) -> bool:
 
 
 async def private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Plain text or anything else in a private chat: a short hint."""
+    """Plain text or anything else in a private chat: a short hint (a list of commands for an unknown one)."""
     message = update.effective_message
     assert message is not None
-    await message.reply_text(text("hint_send_photo", lang=lang(update)))
+    command = message.text is not None and message.text.startswith("/")
+    await message.reply_text(text("unknown_command" if command else "hint_send_photo", lang=lang(update)))

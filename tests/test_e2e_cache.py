@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.store import Store
+from bot.storage import Store
 from tests.conftest import OTHER_USER, USER
 from tests.harness import BotThread, astronaut_jpeg, variant_jpeg
 from tests.standins.picwish_api import FakePicWish
@@ -142,13 +142,22 @@ def test_two_identical_photos_at_the_same_time_cost_one_api_request(
 def test_a_cleaned_up_copy_is_made_again_rather_than_failing(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
+    data = Path(env["DATA_DIR"])
     with BotThread(env):
         photo = telegram.send_photo(USER, astronaut_jpeg())
         answered(telegram, 1)
-        for stored in (Path(env["DATA_DIR"]) / "cutouts").rglob("*.*"):
+        # Renders cleaned away: made again from the API's kept result, at no cost.
+        for stored in (data / "cutouts").rglob("*.*"):
             stored.unlink()
         resend(telegram, USER, photo)
         answered(telegram, 2)
+        assert len(picwish.creates()) == 1
+        # The whole cache cleaned away: made again from the API, once.
+        for folder in ("cutouts", "results"):
+            for stored in (data / folder).rglob("*.*"):
+                stored.unlink()
+        resend(telegram, USER, photo)
+        answered(telegram, 3)
     assert len(picwish.creates()) == 2, "made again from the API, once"
 
 

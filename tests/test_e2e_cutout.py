@@ -102,12 +102,18 @@ def test_non_image_document_and_text_get_a_hint_and_spend_nothing(
 def test_start_and_help_say_what_to_send(telegram: FakeTelegram, env) -> None:
     with BotThread(env):
         menu = [c["command"] for c in telegram.commands["default/"]]
-        assert menu == ["start", "help", "pack", "cutout"]
+        assert menu == ["start", "help", "settings", "props", "zip", "pack", "cutout"]
         telegram.send_text(USER, "/start")
         telegram.send_text(USER, "/help")
-        start, help_ = telegram.wait_for_call("sendMessage", count=2)
+        telegram.send_text(USER, "/outline")
+        start, help_, unknown = telegram.wait_for_call("sendMessage", count=3)
         assert "Send me a photo" in start.params["text"] and "Ada" in start.params["text"]
-        assert "/cutout" in help_.params["text"] and "@cutout_test_bot" in help_.params["text"]
+        for command in ("/cutout", "/settings", "/props", "/zip", "/pack", "@cutout_test_bot"):
+            assert command in help_.params["text"]
+        assert "/settings" in unknown.params["text"] and "don't know" in unknown.params["text"]
+    readme = (ROOT / "README.md").read_text()
+    for command in menu:
+        assert f"`/{command}`" in readme, f"/{command} is in the menu but not in the README"
 
 
 def test_sync_answer_still_processing_is_polled_to_the_end(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.store import Store
+from bot.storage import Store
 from bot.texts import text
 from tests.conftest import OTHER_USER, USER
 from tests.harness import BotThread, variant_jpeg

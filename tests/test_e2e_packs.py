@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from bot.packs import is_valid_pack_name, pack_link
-from bot.store import Store
+from bot.storage import Store
 from bot.texts import text
 from tests.conftest import OTHER_USER, USER
 from tests.harness import BOT_TOKEN, BotThread, astronaut_jpeg, variant_jpeg

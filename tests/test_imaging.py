@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import zipfile
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ from PIL import ExifTags, Image, ImageDraw
 from skimage import data as samples
 
 from bot import errors, imaging
+from bot.imaging import prepare
 
 RNG_SEED = 20240521
 
@@ -282,7 +285,7 @@ def test_input_over_20_mb_goes_up_under_20_mb() -> None:
 def test_upload_that_cannot_fit_the_byte_cap_loses_quality_then_pixels(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(imaging, "API_MAX_BYTES", 100_000)
+    monkeypatch.setattr(prepare, "API_MAX_BYTES", 100_000)
     raw = encode(Image.fromarray(noise(600, 400)), "JPEG", quality=95)  # an RGB JPEG, but too big
     prepared = imaging.prepare_upload(raw)
     assert len(prepared.data) <= 100_000
@@ -342,7 +345,7 @@ def test_pixel_cap_is_checked_on_the_header_before_decoding() -> None:
         imaging.prepare_upload(png_header(8000, 8000))
 
 
-# --- render_cutout: what comes back --------------------------------------------------------------
+# --- render_sticker: what comes back -------------------------------------------------------------
 def head_cutout() -> bytes:
     """The astronaut's head, cut out with an ellipse, off-centre on a larger transparent canvas."""
     head = astronaut().convert("RGBA")
@@ -356,7 +359,7 @@ def head_cutout() -> bytes:
 
 @pytest.fixture(scope="module")
 def head_sticker() -> imaging.RenderedCutout:
-    return imaging.render_cutout(head_cutout())
+    return imaging.render_sticker(head_cutout())
 
 
 def assert_sticker_rules(rendered: imaging.RenderedCutout) -> tuple[Image.Image, Image.Image]:
@@ -401,7 +404,7 @@ def test_trimmed_cutout_is_centred_with_exact_padding_and_haze_removed() -> None
     alpha = Image.new("L", im.size, 5)
     alpha.paste(255, (100, 150, 400, 350))
     im.putalpha(alpha)
-    rendered = imaging.render_cutout(encode(im, "PNG"))
+    rendered = imaging.render_sticker(encode(im, "PNG"))
 
     assert (rendered.width, rendered.height) == (512, 355)  # 472 x 315 content + 20 px each side
     webp, png = assert_sticker_rules(rendered)
@@ -413,7 +416,7 @@ def test_trimmed_cutout_is_centred_with_exact_padding_and_haze_removed() -> None
 def test_noisy_worst_case_still_fits_the_caps() -> None:
     pixels = noise(1024, 1024, 4)
     pixels[..., 3] |= 16  # every pixel visible, every one different
-    rendered = imaging.render_cutout(encode(Image.fromarray(pixels, "RGBA"), "PNG"))
+    rendered = imaging.render_sticker(encode(Image.fromarray(pixels, "RGBA"), "PNG"))
     assert (rendered.width, rendered.height) == (512, 512)
     _, png = assert_sticker_rules(rendered)
     assert png.mode == "P"  # RGBA did not fit: quantised, alpha kept
@@ -423,14 +426,14 @@ def test_noisy_worst_case_still_fits_the_caps() -> None:
 def test_tiny_cutout_is_upscaled_to_512() -> None:
     im = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
     im.paste((200, 40, 40, 255), (140, 150, 150, 156))  # 10 x 6 px
-    rendered = imaging.render_cutout(encode(im, "PNG"))
+    rendered = imaging.render_sticker(encode(im, "PNG"))
     assert (rendered.width, rendered.height) == (512, 323)
     webp, _ = assert_sticker_rules(rendered)
     assert near(webp.getpixel((256, 160)), (200, 40, 40, 255), 8)
 
 
 def test_opaque_jpeg_result_becomes_a_padded_square_sticker() -> None:
-    rendered = imaging.render_cutout(encode(astronaut(), "JPEG"))
+    rendered = imaging.render_sticker(encode(astronaut(), "JPEG"))
     assert (rendered.width, rendered.height) == (512, 512)
     _, png = assert_sticker_rules(rendered)
     assert png.getchannel("A").getpixel((256, 256)) == 255
@@ -442,7 +445,7 @@ def test_opaque_jpeg_result_becomes_a_padded_square_sticker() -> None:
 )
 def test_empty_cutout_means_no_face(alpha: int) -> None:
     with pytest.raises(errors.TaskFailed) as caught:
-        imaging.render_cutout(encode(Image.new("RGBA", (400, 300), (90, 90, 90, alpha)), "PNG"))
+        imaging.render_sticker(encode(Image.new("RGBA", (400, 300), (90, 90, 90, alpha)), "PNG"))
     assert caught.value.text_key == "no_face"
     assert caught.value.state == -11
     assert not caught.value.retryable
@@ -458,4 +461,241 @@ def test_empty_cutout_means_no_face(alpha: int) -> None:
 )
 def test_unreadable_cutout_is_corrupt(raw: bytes) -> None:
     with pytest.raises(errors.CorruptImage):
-        imaging.render_cutout(raw)
+        imaging.render_sticker(raw)
+
+
+# --- the outline ---------------------------------------------------------------------------------
+def walk(im: Image.Image, start: tuple[int, int], step: tuple[int, int]) -> list[tuple[int, ...]]:
+    """The RGBA pixels from ``start`` to the edge of ``im``, one ``step`` at a time."""
+    pixels = []
+    x, y = start
+    while 0 <= x < im.width and 0 <= y < im.height:
+        pixel = im.getpixel((x, y))
+        assert isinstance(pixel, tuple)
+        pixels.append(pixel)
+        x, y = x + step[0], y + step[1]
+    return pixels
+
+
+def test_outline_width_is_3_percent_and_at_least_2_px() -> None:
+    assert imaging.outline_width(512) == 15
+    assert imaging.outline_width(3000) == 90
+    assert imaging.outline_width(20) == 2
+
+
+def test_outline_is_an_opaque_white_ring_behind_the_head() -> None:
+    rendered = imaging.render_sticker(head_cutout(), outline=True)
+    webp, png = assert_sticker_rules(rendered)
+    plain = decode(imaging.render_sticker(head_cutout()).png)
+    width = imaging.outline_width(imaging.STICKER_SIDE)
+    white = (255, 255, 255, 255)
+    for sticker in (webp, png):
+        centre = (sticker.width // 2, sticker.height // 2)
+        assert sticker.getpixel(centre) == plain.getpixel(centre)  # the head stays on top, untouched
+        for step in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            pixels = walk(sticker, centre, step)
+            ring_starts = pixels.index(white)
+            ring_ends = next(i for i in range(ring_starts, len(pixels)) if pixels[i] != white)
+            assert ring_starts > 100  # head pixels first
+            assert ring_ends - ring_starts >= width - 2
+            fade = pixels[ring_ends:]
+            assert all(pixel[3] < 255 for pixel in fade)
+            assert fade.index(next(p for p in fade if p[3] == 0)) <= 2  # a short antialiased edge
+            assert len(fade) >= 4 and all(pixel[3] == 0 for pixel in fade[-3:])  # then clear margin
+        box = sticker.getchannel("A").getbbox()
+        assert box is not None
+        assert min(box[0], box[1], sticker.width - box[2], sticker.height - box[3]) >= 3
+
+
+def test_outline_follows_the_cutout_and_leaves_the_rest_clear() -> None:
+    im = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse((100, 100, 500, 500), fill=(30, 90, 200, 255))
+    outlined = imaging.add_outline(im, 20)
+    assert outlined.size == im.size and outlined.mode == "RGBA"
+    assert outlined.getpixel((300, 300)) == (30, 90, 200, 255)
+    for x, y in ((90, 300), (300, 85), (448, 448)):  # 10, 15 and (on a diagonal) 10 px out
+        assert outlined.getpixel((x, y)) == (255, 255, 255, 255)
+    for x, y in ((75, 300), (300, 525), (467, 467), (0, 0)):  # 25 px out and more
+        pixel = outlined.getpixel((x, y))
+        assert isinstance(pixel, tuple) and pixel[3] == 0
+
+
+def test_whole_canvas_sticker_keeps_the_canvas_and_head_in_place() -> None:
+    canvas = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).ellipse((60, 200, 120, 280), fill=(200, 40, 40, 255))  # small, bottom left
+    raw = encode(canvas, "PNG")
+
+    whole = imaging.render_sticker(raw, crop=False)
+    tight = imaging.render_sticker(raw)
+
+    assert (whole.width, whole.height) == (512, 355)  # 600 x 400 scaled to 472 x 315, plus the margins
+    assert_sticker_rules(whole)
+    pad, scale = imaging.STICKER_PADDING, 472 / 600
+    box = decode(whole.png).getchannel("A").getbbox()
+    assert box is not None
+    expected = (60 * scale + pad, 200 * scale + pad, 120 * scale + pad, 280 * scale + pad)
+    assert all(abs(a - b) <= 2 for a, b in zip(box, expected, strict=True))
+    assert (tight.width, tight.height) == (395, 512)  # the 61 x 81 px head alone fills the sticker
+    tight_box = decode(tight.png).getchannel("A").getbbox()
+    assert tight_box is not None and tight_box[3] - tight_box[1] > 5 * (box[3] - box[1])
+
+
+# --- render_prop: print-ready, full resolution ---------------------------------------------------
+@pytest.fixture(scope="module")
+def big_head_result() -> bytes:
+    """A 3000 x 3000 transparent answer (crop=0) with a 1350 x 1650 head on it."""
+    photo = astronaut().resize((3000, 3000), Image.Resampling.BILINEAR).convert("RGBA")
+    mask = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(mask).ellipse((825, 300, 2174, 1949), fill=255)  # both ends included
+    photo.putalpha(mask)
+    return encode(photo, "PNG", compress_level=1)
+
+
+def test_prop_of_the_whole_canvas_is_full_size_with_a_margin_at_300_dpi(big_head_result: bytes) -> None:
+    prop = imaging.render_prop(big_head_result, crop=False)
+    im = decode(prop.data)
+    assert (prop.extension, im.format, im.mode) == ("png", "PNG", "RGBA")
+    assert im.size == (prop.width, prop.height)
+    assert prop.width == prop.height == 3000 + 2 * round(imaging.PROP_MARGIN * 3000)
+    assert prop.scale == 1.0
+    assert all(abs(dpi - imaging.PROP_DPI) < 0.01 for dpi in im.info["dpi"])
+    alpha = im.getchannel("A")
+    assert [alpha.getpixel(xy) for xy in ((0, 0), (prop.width - 1, prop.height - 1))] == [0, 0]
+    assert alpha.getpixel((prop.width // 2, 1125 + 120)) == 255  # the head's centre
+
+
+def test_cropped_prop_is_the_head_at_full_resolution_with_its_outline(big_head_result: bytes) -> None:
+    whole = imaging.render_prop(big_head_result, crop=False, outline=True)
+    prop = imaging.render_prop(big_head_result, crop=True, outline=True)
+    im = decode(prop.data)
+    ring = imaging.outline_width(1650)
+    assert (prop.width, prop.height) == (1350 + 2 * (66 + ring), 1650 + 2 * (66 + ring))
+    assert prop.width < whole.width and prop.height < whole.height
+    assert max(prop.width, prop.height) >= 1200
+    assert prop.scale == 1.0
+    assert im.getpixel((prop.width // 2, 66 + ring // 2)) == (255, 255, 255, 255)  # the ring above the head
+    assert im.getchannel("A").getpixel((3, prop.height // 2)) == 0  # the cutting margin stays clear
+
+
+def test_prop_over_its_byte_cap_is_shrunk_just_enough() -> None:
+    raw = encode(Image.fromarray(noise(800, 800, 3)).convert("RGBA"), "PNG")
+    max_bytes = 300_000
+    prop = imaging.render_prop(raw, max_bytes=max_bytes)
+    assert 0.75 * max_bytes <= len(prop.data) <= max_bytes  # bytes follow the area: within ~15 % a side
+    assert prop.scale < 1.0
+    assert decode(prop.data).size == (prop.width, prop.height)
+    assert abs(prop.width - 800 * prop.scale * (1 + 2 * imaging.PROP_MARGIN)) <= 3
+
+
+def test_opaque_result_makes_a_jpg_prop_on_a_white_margin() -> None:
+    prop = imaging.render_prop(encode(astronaut(), "JPEG", quality=95), outline=True)
+    im = decode(prop.data)
+    assert (prop.extension, im.format, im.mode) == ("jpg", "JPEG", "RGB")
+    assert prop.width == prop.height == 512 + 2 * round(imaging.PROP_MARGIN * 512)  # no room for an outline
+    assert all(abs(dpi - imaging.PROP_DPI) < 0.01 for dpi in im.info["dpi"])
+    assert near(im.getpixel((2, 2)), (255, 255, 255), 3)
+    assert near(im.getpixel((prop.width // 2, 10)), (255, 255, 255), 3)
+
+
+def test_empty_prop_means_no_face() -> None:
+    with pytest.raises(errors.TaskFailed):
+        imaging.render_prop(encode(Image.new("RGBA", (400, 300), (90, 90, 90, 0)), "PNG"), crop=False)
+
+
+# --- render_jpg_photo: the API's JPEG as a Telegram photo ----------------------------------------
+def test_jpeg_that_telegram_takes_is_sent_as_it_came() -> None:
+    raw = encode(astronaut(), "JPEG", quality=90)
+    assert imaging.render_jpg_photo(raw) is raw
+
+
+def test_oversized_result_becomes_a_jpeg_telegram_takes() -> None:
+    raw = encode(Image.fromarray(noise(3000, 3000)), "PNG", compress_level=1)
+    assert len(raw) > imaging.PHOTO_MAX_BYTES
+    data = imaging.render_jpg_photo(raw)
+    im = decode(data)
+    assert len(data) <= imaging.PHOTO_MAX_BYTES
+    assert (im.format, im.mode) == ("JPEG", "RGB")
+    assert im.width + im.height <= 10_000
+
+
+def test_photo_over_10000_px_of_sides_is_shrunk_keeping_its_shape() -> None:
+    im = decode(imaging.render_jpg_photo(encode(Image.new("RGB", (8000, 4000), (40, 120, 40)), "JPEG")))
+    assert im.width + im.height <= 10_000
+    assert abs(im.width / im.height - 2.0) < 0.01
+
+
+def test_transparent_result_becomes_a_photo_on_white() -> None:
+    cutout = decode(head_cutout())
+    im = decode(imaging.render_jpg_photo(head_cutout()))
+    assert (im.format, im.mode, im.size) == ("JPEG", "RGB", cutout.size)
+    assert near(im.getpixel((10, 10)), (255, 255, 255), 3)
+
+
+# --- write_zip_parts: props for the printer ------------------------------------------------------
+def make_files(folder: Path, sizes: list[int]) -> list[tuple[Path, str]]:
+    rng = np.random.default_rng(RNG_SEED)
+    files = []
+    for number, size in enumerate(sizes):
+        path = folder / f"source-{number}.bin"
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        files.append((path, f"guest-{number}-prop.png"))
+    return files
+
+
+def zip_contents(parts: list[Path]) -> dict[str, bytes]:
+    contents: dict[str, bytes] = {}
+    for part in parts:
+        with zipfile.ZipFile(part) as archive:
+            assert archive.testzip() is None
+            for info in archive.infolist():
+                assert info.compress_type == zipfile.ZIP_STORED
+                assert info.filename not in contents
+                contents[info.filename] = archive.read(info)
+    return contents
+
+
+def test_zip_holds_every_file_byte_for_byte(tmp_path: Path) -> None:
+    files = make_files(tmp_path, [1000, 250_000, 5])
+    parts = imaging.write_zip_parts(files, tmp_path / "out", "props")
+    assert parts == [tmp_path / "out" / "props.zip"]
+    assert zip_contents(parts) == {name: path.read_bytes() for path, name in files}
+
+
+def test_zip_too_big_for_one_upload_is_split_into_parts(tmp_path: Path) -> None:
+    files = make_files(tmp_path, [40_000] * 5)
+    parts = imaging.write_zip_parts(files, tmp_path, "props", max_part_bytes=100_000)
+    assert [part.name for part in parts] == ["props-part1.zip", "props-part2.zip", "props-part3.zip"]
+    assert all(part.stat().st_size <= 100_000 for part in parts)
+    assert zip_contents(parts) == {name: path.read_bytes() for path, name in files}
+
+
+def test_zip_parts_fill_up_to_the_limit(tmp_path: Path) -> None:
+    files = make_files(tmp_path, [33_000] * 6)
+    parts = imaging.write_zip_parts(files, tmp_path, "props", max_part_bytes=100_000)
+    assert len(parts) == 2  # three entries a part: the overheads are counted, not guessed large
+    assert all(part.stat().st_size <= 100_000 for part in parts)
+
+
+def test_zip_names_used_twice_get_a_number(tmp_path: Path) -> None:
+    files = [(path, "guest-prop.png") for path, _ in make_files(tmp_path, [10, 20, 30])]
+    parts = imaging.write_zip_parts(files, tmp_path, "props")
+    contents = zip_contents(parts)
+    assert sorted(contents) == ["guest-prop-2.png", "guest-prop-3.png", "guest-prop.png"]
+    assert contents["guest-prop-3.png"] == files[2][0].read_bytes()
+
+
+def test_zip_refuses_a_file_bigger_than_a_part_and_writes_nothing(tmp_path: Path) -> None:
+    files = make_files(tmp_path, [10, 150_000])
+    with pytest.raises(ValueError):
+        imaging.write_zip_parts(files, tmp_path / "out", "props", max_part_bytes=100_000)
+    assert not list(tmp_path.glob("out/*"))
+
+
+def test_zip_leaves_out_missing_files(tmp_path: Path) -> None:
+    files = make_files(tmp_path, [10, 20])
+    files[0][0].unlink()
+    parts = imaging.write_zip_parts(files, tmp_path, "props")
+    assert list(zip_contents(parts)) == ["guest-1-prop.png"]
+    files[1][0].unlink()
+    assert imaging.write_zip_parts(files, tmp_path / "none", "props") == []
+    assert not (tmp_path / "none" / "props.zip").exists()

@@ -561,6 +561,7 @@ class FakeTelegram:
         self._calls: list[Call] = []
         self._users: dict[int, _User] = {}
         self._chats: dict[int, dict[str, Any]] = {}
+        self._admins: dict[int, dict[int, str]] = {}  # group id -> user id -> "creator" | "administrator"
         self._messages: dict[int, dict[int, dict[str, Any]]] = {}
         self._bot_messages: set[tuple[int, int]] = set()
         self._formatting: dict[tuple[int, int], str] = {}
@@ -603,6 +604,7 @@ class FakeTelegram:
             "close": self._true,
             "logOut": self._true,
             "getFile": self._get_file,
+            "getChatMember": self._get_chat_member,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
             "editMessageCaption": self._edit_message_caption,
@@ -723,6 +725,12 @@ class FakeTelegram:
             if username:
                 chat["username"] = username
             self._chats[user_id] = chat
+
+    def set_admin(self, chat_id: int, user_id: int, *, owner: bool = False) -> None:
+        """Make a user an admin (or the owner) of a group; everyone else who posts there is a member."""
+        with self._cond:
+            self._user(user_id, started=False)
+            self._admins.setdefault(chat_id, {})[user_id] = "creator" if owner else "administrator"
 
     def block_bot(self, user_id: int) -> None:
         """The user blocks the bot: sending to them gives 403 "Forbidden: bot was blocked by the user"."""
@@ -1531,6 +1539,31 @@ class FakeTelegram:
         }
 
     # --- methods: messages -------------------------------------------------------------------------
+    def _get_chat_member(self, params: _Params) -> dict[str, Any]:
+        chat_id = params.int("chat_id", required=True)
+        user_id = params.int("user_id", required=True)
+        if chat_id not in self._chats:
+            raise _bad("chat not found")
+        user = self._users.get(user_id or 0)
+        if user is None:
+            raise _bad("PARTICIPANT_ID_INVALID")
+        if self._chats[chat_id]["type"] == "private":
+            status = "member" if chat_id == user_id else "left"
+        else:
+            status = self._admins.get(chat_id or 0, {}).get(user_id or 0, "member")
+        member: dict[str, Any] = {"status": status, "user": copy.deepcopy(user.user)}
+        if status == "creator":
+            member["is_anonymous"] = False
+        elif status == "administrator":
+            rights = [
+                "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members",
+                "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories",
+                "can_delete_stories", "can_pin_messages",
+            ]
+            member.update({name: True for name in rights})
+            member.update(can_be_edited=False, is_anonymous=False, can_promote_members=False)
+        return member
+
     def _send_message(self, params: _Params) -> dict[str, Any]:
         chat = self._chat_for_send(params)
         text = params.text("text")

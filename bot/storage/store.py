@@ -1,4 +1,5 @@
-"""SQLite storage under DATA_DIR: accepted jobs until answered, the cutout cache, inline history, packs.
+"""SQLite storage under DATA_DIR: accepted jobs until answered, the cutout cache, chat settings, props,
+inline history, packs. The schema is upgraded in place at start-up (``bot/storage/migrations.py``).
 
 Every query is a single short statement on a local WAL database, so it runs on the event loop:
 a thread hop would cost more than the query.
@@ -11,91 +12,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL,
-    chat_id INTEGER NOT NULL,
-    chat_type TEXT NOT NULL,
-    message_id INTEGER NOT NULL,
-    thread_id INTEGER,
-    lang TEXT,
-    file_id TEXT NOT NULL,
-    file_unique_id TEXT NOT NULL,
-    origin_message_id INTEGER,
-    file_size INTEGER,
-    file_name TEXT,
-    mime TEXT,
-    status_message_id INTEGER,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE state NOT IN ('done', 'failed');
--- The message that asked for a job: an update Telegram delivers again after a crash is not a new job.
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_origin ON jobs(chat_id, origin_message_id);
-
-CREATE TABLE IF NOT EXISTS cutouts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    cache_key TEXT NOT NULL UNIQUE,
-    sticker_path TEXT NOT NULL,
-    png_path TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS failed_keys (
-    cache_key TEXT PRIMARY KEY,
-    state INTEGER NOT NULL,
-    failed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS file_keys (
-    file_unique_id TEXT NOT NULL,
-    options TEXT NOT NULL,
-    cache_key TEXT NOT NULL,
-    PRIMARY KEY (file_unique_id, options)
-);
-CREATE TABLE IF NOT EXISTS sent_stickers (
-    user_id INTEGER NOT NULL,
-    cutout_id INTEGER NOT NULL,
-    file_id TEXT NOT NULL,
-    file_unique_id TEXT NOT NULL,
-    sent_at REAL NOT NULL,
-    PRIMARY KEY (user_id, cutout_id)
-);
-CREATE INDEX IF NOT EXISTS sent_stickers_recent ON sent_stickers(user_id, sent_at DESC);
-CREATE TABLE IF NOT EXISTS packs (
-    user_id INTEGER NOT NULL,
-    volume INTEGER NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user_id, volume)
-);
-CREATE TABLE IF NOT EXISTS pack_stickers (
-    user_id INTEGER NOT NULL,
-    cutout_id INTEGER NOT NULL,
-    pack_name TEXT NOT NULL,
-    PRIMARY KEY (user_id, cutout_id)
-);
-"""
-
-# "delivering": the sticker went out, the rest of the answer not yet (a restart sends only the rest).
-OPEN_STATES = ("accepted", "queued", "working", "delivering")
+from bot.domain import OPEN_STATES, ChatSettings, CutoutOptions, JobState
+from bot.storage.migrations import migrate
 
 
 @dataclass
 class JobRecord:
-    """One accepted photo, kept until it is answered.
-
-    ``state``: accepted → queued → working → delivering → done, or failed from any of them.
-    """
+    """One accepted photo, kept until it is answered (``state``: see :class:`bot.domain.JobState`)."""
 
     id: str
     user_id: int
@@ -104,7 +31,7 @@ class JobRecord:
     message_id: int
     file_id: str
     file_unique_id: str
-    state: str = "accepted"
+    state: JobState = JobState.ACCEPTED
     origin_message_id: int | None = None
     thread_id: int | None = None
     lang: str | None = None
@@ -116,6 +43,9 @@ class JobRecord:
     error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    options: CutoutOptions = field(default_factory=CutoutOptions)
+    source_name: str | None = None  # the user's file name, or None for a camera photo
+    parts_sent: int = 0  # parts of the answer already sent (CutoutOptions.parts, in order)
 
     @property
     def is_private(self) -> bool:
@@ -140,6 +70,27 @@ class CutoutRecord:
 
 
 @dataclass(frozen=True)
+class ResultRecord:
+    """The API's own full-resolution answer for one image and one set of API options."""
+
+    cache_key: str
+    path: str
+    width: int
+    height: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class PropRecord:
+    id: int
+    chat_id: int
+    job_id: str
+    path: str
+    file_name: str
+    created_at: float
+
+
+@dataclass(frozen=True)
 class PackRecord:
     user_id: int
     volume: int
@@ -151,6 +102,17 @@ class PackRecord:
 _JOB_COLUMNS = [f.name for f in fields(JobRecord)]
 
 
+def _to_db(value: Any) -> Any:
+    return value.to_json() if isinstance(value, CutoutOptions) else value
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    values = dict(row)
+    values["state"] = JobState(values["state"])
+    values["options"] = CutoutOptions.from_json(values["options"])
+    return JobRecord(**values)
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +122,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        self.upgraded_from = migrate(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -182,7 +144,7 @@ class Store:
         placeholders = ", ".join("?" for _ in _JOB_COLUMNS)
         self._db.execute(
             f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({placeholders})",
-            [getattr(job, c) for c in _JOB_COLUMNS],
+            [_to_db(getattr(job, c)) for c in _JOB_COLUMNS],
         )
         return job
 
@@ -192,14 +154,16 @@ class Store:
         job.updated_at = time.time()
         values["updated_at"] = job.updated_at
         assignments = ", ".join(f"{name} = ?" for name in values)
-        self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job.id])
+        self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = ?", [*map(_to_db, values.values()), job.id]
+        )
 
     def job_for_origin(self, chat_id: int, origin_message_id: int) -> JobRecord | None:
         """The job a message already asked for, if any (an update delivered again after a crash)."""
         row = self._db.execute(
             "SELECT * FROM jobs WHERE chat_id = ? AND origin_message_id = ?", (chat_id, origin_message_id)
         ).fetchone()
-        return JobRecord(**dict(row)) if row else None
+        return _job(row) if row else None
 
     def open_jobs(self) -> list[JobRecord]:
         """Jobs accepted but not yet answered, oldest first (resumed at start-up)."""
@@ -207,7 +171,7 @@ class Store:
             f"SELECT * FROM jobs WHERE state IN ({', '.join('?' for _ in OPEN_STATES)}) ORDER BY created_at",
             OPEN_STATES,
         ).fetchall()
-        return [JobRecord(**dict(r)) for r in rows]
+        return [_job(r) for r in rows]
 
     def count_open_jobs(self, user_id: int) -> int:
         row = self._db.execute(
@@ -218,7 +182,8 @@ class Store:
 
     def prune_jobs(self, older_than: float) -> int:
         cur = self._db.execute(
-            "DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?", (older_than,)
+            "DELETE FROM jobs WHERE state IN (?, ?) AND updated_at < ?",
+            (JobState.DONE, JobState.FAILED, older_than),
         )
         return cur.rowcount
 
@@ -271,6 +236,62 @@ class Store:
         )
         row = self._db.execute("SELECT * FROM cutouts WHERE cache_key = ?", (cache_key,)).fetchone()
         return CutoutRecord(**dict(row))
+
+    def result_by_key(self, cache_key: str) -> ResultRecord | None:
+        """The API's full-resolution result, if its file is still under DATA_DIR."""
+        row = self._db.execute("SELECT * FROM results WHERE cache_key = ?", (cache_key,)).fetchone()
+        record = ResultRecord(**dict(row)) if row else None
+        if record is None or not Path(record.path).is_file():
+            return None
+        return record
+
+    def add_result(self, cache_key: str, path: str, width: int, height: int) -> ResultRecord:
+        record = ResultRecord(cache_key, path, width, height, time.time())
+        self._db.execute(
+            "INSERT OR REPLACE INTO results (cache_key, path, width, height, created_at) VALUES (?, ?, ?, ?, ?)",
+            (cache_key, path, width, height, record.created_at),
+        )
+        return record
+
+    # --- chat settings and props ----------------------------------------------------------------
+    def chat_settings(self, chat_id: int) -> ChatSettings:
+        row = self._db.execute("SELECT * FROM chat_settings WHERE chat_id = ?", (chat_id,)).fetchone()
+        if row is None:
+            return ChatSettings(chat_id)
+        return ChatSettings(
+            chat_id=chat_id,
+            options=CutoutOptions.from_json(row["options"]),
+            emoji=row["emoji"],
+            props_since=row["props_since"],
+            zip_since=row["zip_since"],
+        )
+
+    def save_chat_settings(self, settings: ChatSettings) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO chat_settings (chat_id, options, emoji, props_since, zip_since) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                settings.chat_id,
+                settings.options.to_json(),
+                settings.emoji,
+                settings.props_since,
+                settings.zip_since,
+            ),
+        )
+
+    def add_prop(self, chat_id: int, job_id: str, path: str, file_name: str) -> None:
+        self._db.execute(
+            "INSERT INTO props (chat_id, job_id, path, file_name, created_at) VALUES (?, ?, ?, ?, ?)",
+            (chat_id, job_id, path, file_name, time.time()),
+        )
+
+    def props_since(self, chat_id: int, since: float) -> list[PropRecord]:
+        """The props made in a chat since ``since``, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM props WHERE chat_id = ? AND created_at >= ? ORDER BY created_at, id",
+            (chat_id, since),
+        ).fetchall()
+        return [PropRecord(**dict(r)) for r in rows]
 
     # --- stickers the bot sent (inline mode) -----------------------------------------------------
     def remember_sent_sticker(self, user_id: int, cutout_id: int, file_id: str, file_unique_id: str) -> None:

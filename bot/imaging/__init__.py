@@ -1,0 +1,60 @@
+"""The image pipeline: what we upload to the cutout API, and what we make from its answer.
+
+Pure CPU- and disk-bound functions with no shared state: callers run them in a worker thread
+(``asyncio.to_thread``). Every image failure is one of the errors in ``bot.errors``.
+
+    prepare.py   a user's image -> what goes to the API
+    render.py    the API's answer -> sticker and PNG, print-ready prop, photo
+    outline.py   the white outline behind a cutout
+    archive.py   props -> ZIP parts
+    decode.py    reading untrusted image bytes, shared by the above
+"""
+
+from bot.imaging.archive import ZIP_MAX_PART_BYTES, write_zip_parts
+from bot.imaging.decode import MAX_PIXELS, sniff_image
+from bot.imaging.outline import add_outline, outline_width
+from bot.imaging.prepare import API_MAX_BYTES, API_MAX_SIDE, MAX_ASPECT, PreparedImage, prepare_upload
+from bot.imaging.render import (
+    ALPHA_THRESHOLD,
+    PHOTO_MAX_BYTES,
+    PROP_DPI,
+    PROP_MARGIN,
+    PROP_MAX_BYTES,
+    STICKER_MAX_BYTES,
+    STICKER_PADDING,
+    STICKER_SIDE,
+    RenderedCutout,
+    RenderedProp,
+    render_jpg_photo,
+    render_prop,
+    render_sticker,
+    result_size,
+)
+
+__all__ = [
+    "ALPHA_THRESHOLD",
+    "API_MAX_BYTES",
+    "API_MAX_SIDE",
+    "MAX_ASPECT",
+    "MAX_PIXELS",
+    "PHOTO_MAX_BYTES",
+    "PROP_DPI",
+    "PROP_MARGIN",
+    "PROP_MAX_BYTES",
+    "STICKER_MAX_BYTES",
+    "STICKER_PADDING",
+    "STICKER_SIDE",
+    "ZIP_MAX_PART_BYTES",
+    "PreparedImage",
+    "RenderedCutout",
+    "RenderedProp",
+    "add_outline",
+    "outline_width",
+    "prepare_upload",
+    "render_jpg_photo",
+    "render_prop",
+    "render_sticker",
+    "result_size",
+    "sniff_image",
+    "write_zip_parts",
+]

@@ -1,0 +1,83 @@
+"""What we upload to the cutout API: a user's image, checked and normalised."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from bot import errors
+from bot.imaging.decode import (
+    INPUT_FORMATS,
+    UPRIGHT,
+    encode_jpeg,
+    fit,
+    flatten_onto_white,
+    load,
+    open_image,
+    orientation,
+    to_rgb,
+)
+
+MAX_ASPECT: float = 8.0  # longer side / shorter side; above this there is no head to find
+API_MAX_SIDE = 4096
+API_MAX_BYTES = 20 * 1024 * 1024
+UPLOAD_JPEG_QUALITY = 92
+
+_UPLOAD_QUALITIES = (UPLOAD_JPEG_QUALITY, 85, 75, 60, 45)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What goes to the API as ``image_file``."""
+
+    data: bytes = field(repr=False)
+    filename: str
+    mime: str
+    width: int
+    height: int
+    sha256: str  # of the original bytes we were given: the cache key
+
+
+def prepare_upload(raw: bytes) -> PreparedImage:
+    """Check and normalise a user's image for upload to the cutout API.
+
+    An upright RGB JPEG or PNG within the API's limits goes out byte for byte. Anything else is
+    decoded (first frame), turned upright, converted to sRGB, flattened onto white if it has
+    transparency, fitted into 4096 x 4096 and sent as a metadata-free JPEG of at most 20 MB.
+    """
+    im = open_image(raw, INPUT_FORMATS)
+    width, height = im.size
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise errors.ExtremeAspectRatio(f"{width}x{height} is more than {MAX_ASPECT:g}:1")
+    digest = hashlib.sha256(raw).hexdigest()
+    target = fit((width, height), API_MAX_SIDE)
+    if target != (width, height) and im.format in ("JPEG", "MPO"):
+        im.draft(None, target)  # libjpeg decodes straight at 1/2, 1/4 or 1/8 scale: less time and memory
+    load(im)
+    turn = orientation(im)
+
+    if (
+        im.format in ("JPEG", "MPO", "PNG")
+        and im.mode == "RGB"
+        and "transparency" not in im.info
+        and not (im.format == "PNG" and getattr(im, "is_animated", False))
+        and target == (width, height)
+        and turn == 1
+        and len(raw) <= API_MAX_BYTES
+    ):
+        mime, filename = ("image/png", "image.png") if im.format == "PNG" else ("image/jpeg", "image.jpg")
+        return PreparedImage(raw, filename, mime, width, height, digest)
+
+    im = to_rgb(im)
+    if im.mode == "RGBA":
+        im = flatten_onto_white(im)
+    if im.size != target:
+        im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if turn in UPRIGHT:  # after the downscale, so the rotation moves as few pixels as possible
+        im = im.transpose(UPRIGHT[turn])
+
+    im.info = {}  # strip EXIF, XMP, comments and the (already applied) colour profile
+    data, im = encode_jpeg(im, API_MAX_BYTES, _UPLOAD_QUALITIES)
+    return PreparedImage(data, "image.jpg", "image/jpeg", im.width, im.height, digest)

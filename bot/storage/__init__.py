@@ -1,0 +1,12 @@
+"""Everything the bot keeps on disk: SQLite under DATA_DIR, upgraded in place at start-up."""
+
+from bot.storage.store import (
+    CutoutRecord,
+    JobRecord,
+    PackRecord,
+    PropRecord,
+    ResultRecord,
+    Store,
+)
+
+__all__ = ["CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store"]
