@@ -429,9 +429,8 @@ class CutoutService:
             output_format=job.options.output.api_format,
         )
         result = await self._call_with_retries(request)
-        width, height = await asyncio.to_thread(result_size, result)
         path = self._results / key[:2] / f"{key}.{job.options.output.api_format}"
-        await asyncio.to_thread(_write_files, {path: result})
+        width, height = await asyncio.to_thread(_keep_result, path, result)
         return self.store.add_result(key, str(path), width, height)
 
     # --- rendering: every variant from the one result -------------------------------------------
@@ -663,6 +662,13 @@ def _edit_interval(job: JobRecord, wanted: tuple[str, int | None]) -> float:
     status, position = wanted
     interval = 2.0 if status != "queued" or (position or 0) <= 5 else 5.0 if (position or 0) <= 20 else 10.0
     return interval if job.is_private else max(interval, 6.0)
+
+
+def _keep_result(path: Path, result: bytes) -> tuple[int, int]:
+    """Check the API's answer is an image, then write it to the cache; its size."""
+    size = result_size(result)
+    _write_files({path: result})
+    return size
 
 
 def _write_files(files: dict[Path, bytes]) -> None:

@@ -56,6 +56,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
             "🖨 Print-ready prop: {width} × {height} px, {cm_w} × {cm_h} cm at 300 DPI. "
             "Shrunk to {percent}% of full size to stay under Telegram's 50 MB limit."
         ),
+        "prop_small_hint": " For a bigger print, send the photo as a file (📎 → File).",
         "prop_caption_shrunk_brief": "🖨 Prop: {width} × {height} px, 300 DPI ({percent}% of full size, for the 50 MB limit).",
         "button_add_to_pack": "➕ Add to my pack",
         # --- limits -------------------------------------------------------------------------------
@@ -154,8 +155,8 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "props_on_brief": "🖨 Event props on: every cutout also comes as a print-ready prop. /zip collects them.",
         "props_off": "Event props are off. Send /props to switch them back on.",
         "zip_none": "No new props here since the last /zip. Switch on /props, then send photos.",
-        "zip_caption": "📦 {count} props for printing.",
-        "zip_caption_part": "📦 {count} props for printing, part {part} of {parts}.",
+        "zip_caption": "📦 Props for printing: {count}.",
+        "zip_caption_part": "📦 Props for printing: {count}. Part {part} of {parts}.",
         # --- sticker packs ------------------------------------------------------------------------
         "pack_added": "Added to your pack “{title}”.",
         "pack_created": "Created your pack “{title}” with this sticker.",

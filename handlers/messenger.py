@@ -26,6 +26,8 @@ T = TypeVar("T")
 #: Telegram-side failures worth another try, and how long to keep trying before giving up.
 SEND_ATTEMPTS = 5
 SEND_BACKOFF = 1.0
+#: A prop shorter than this on its long side prints under 10 cm at 300 DPI: the caption suggests a file.
+SMALL_PROP_SIDE = 1200
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
@@ -160,12 +162,15 @@ class TelegramMessenger:
             "percent": round(prop.scale * 100),
         }
         key = "prop_caption" if prop.scale >= 1.0 else "prop_caption_shrunk"
+        caption = self._text(job, key, **values)
+        if max(prop.width, prop.height) < SMALL_PROP_SIDE:
+            caption += self._text(job, "prop_small_hint")
         await with_retries(
             lambda: self.bot.send_document(
                 job.chat_id,
                 data,
                 filename=prop.file_name,
-                caption=self._text(job, key, **values),
+                caption=caption,
                 reply_parameters=self._reply_to(job),
                 message_thread_id=job.thread_id,
                 disable_content_type_detection=True,

@@ -48,6 +48,10 @@ def keyboard(settings: ChatSettings, language: str | None) -> InlineKeyboardMark
     def choice(key: str, data: str, chosen: bool) -> InlineKeyboardButton:
         return button(text(key, lang=language), data, chosen)
 
+    def toggle(key: str, what: str, on: bool) -> InlineKeyboardButton:
+        label = ("✅ " if on else "⬜ ") + text(key, lang=language)
+        return InlineKeyboardButton(label, callback_data=f"{PREFIX}{what}:{int(not on)}")
+
     outputs = [choice(f"button_output_{o}", f"output:{o}", options.output is o) for o in Output]
     emoji = [
         InlineKeyboardButton(f"[{e}]" if e == settings.emoji else e, callback_data=f"{PREFIX}emoji:{i}")
@@ -58,10 +62,7 @@ def keyboard(settings: ChatSettings, language: str | None) -> InlineKeyboardMark
             [choice("button_crop_1", "crop:1", options.crop), choice("button_crop_0", "crop:0", not options.crop)],
             outputs[:2],
             outputs[2:],
-            [
-                choice("button_outline", f"outline:{int(not options.outline)}", options.outline),
-                choice("button_props", f"props:{int(not settings.props_on)}", settings.props_on),
-            ],
+            [toggle("button_outline", "outline", options.outline), toggle("button_props", "props", settings.props_on)],
             emoji[:_EMOJI_ROW],
             emoji[_EMOJI_ROW:],
         ]

@@ -157,6 +157,35 @@ def test_killed_between_sticker_and_png_sends_only_the_png_after_restart(
     assert len(picwish.creates()) == 1
 
 
+def test_killed_before_the_prop_went_out_sends_only_the_prop_after_restart(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    with running(env, tmp_path) as first:
+        telegram.send_text(USER, "/settings")
+        keyboard = telegram.wait_for_call("sendMessage", timeout=30)[0].result
+        for data in ("set:output:sticker", "set:props:1"):
+            telegram.press_button(USER, keyboard, data)
+        telegram.wait_for_call("answerCallbackQuery", count=2)
+        # Telegram holds the prop back for 30 s: the bot is caught with the sticker sent and the prop not.
+        telegram.fail_next(
+            "sendDocument", error_code=429, description="Too Many Requests: retry after 30", retry_after=30
+        )
+        photo = telegram.send_photo(USER, variant_jpeg(301))["message_id"]
+        telegram.wait_for_call("sendDocument", timeout=20)
+        assert answers(telegram, "sendSticker")[photo] == 1
+        first.kill()
+        first.wait()
+    assert open_jobs(data_dir) == {photo: "delivering"}
+
+    with running(env, tmp_path) as second:
+        wait_for_answers(telegram, [photo])
+        stop_and_wait(second)
+    assert_answered_exactly_once(telegram, [photo])
+    prop = next(c for c in telegram.calls_to("sendDocument") if c.ok)
+    assert prop.result["document"]["file_name"] == f"photo-{photo}-prop.png"
+    assert len(picwish.creates()) == 1
+
+
 def test_killed_during_intake_resumes_it_without_a_second_acknowledgement(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str], data_dir: Path, tmp_path: Path
 ) -> None:
