@@ -11,6 +11,7 @@ from telegram.error import InvalidToken
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logsetup import configure_logging
+from bot.storage.migrations import SchemaTooNew
 
 
 def main() -> int:
@@ -26,6 +27,13 @@ def main() -> int:
     except InvalidToken:  # its text quotes the token: say it in our own words
         print(
             "configuration error: Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather",
+            file=sys.stderr,
+        )
+        return 2
+    except SchemaTooNew as exc:
+        print(
+            f"data error: {settings.data_dir / 'bot.sqlite3'} was made by a newer release ({exc}); "
+            "run that release, or point DATA_DIR at another folder",
             file=sys.stderr,
         )
         return 2

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,9 @@ import pytest
 from bot.domain import CutoutOptions, JobState
 from bot.storage import Store
 from bot.storage.migrations import SCHEMA_VERSION, SchemaTooNew
+from tests.harness import ROOT, bot_env
+from tests.standins.picwish_api import FakePicWish
+from tests.standins.telegram_api import FakeTelegram
 
 # Built by the store as released before migrations (schema 1), with jobs in every state, two cached
 # cutouts, a remembered failure and file key, inline history for two users and a two-volume pack.
@@ -18,7 +25,7 @@ V1 = Path(__file__).parent / "fixtures" / "store-v1.sqlite3"
 
 
 @pytest.fixture
-def upgraded(tmp_path: Path) -> Store:
+def upgraded(tmp_path: Path) -> Iterator[Store]:
     path = tmp_path / "bot.sqlite3"
     shutil.copy(V1, path)
     store = Store(path)
@@ -91,3 +98,20 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(SchemaTooNew):
         Store(path)
+
+
+def test_the_bot_refuses_a_newer_database_with_one_clear_line_and_exit_code_2(
+    telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "bot.sqlite3")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
+    env.update(bot_env(telegram.url, picwish.url, data), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "bot.sqlite3 was made by a newer release" in done.stderr and "Traceback" not in done.stderr
