@@ -4,8 +4,9 @@
 
 Each case runs in a fresh interpreter that holds only its input, so the peak RSS it reports is
 that of the call, not of building the inputs. Inputs: skimage's astronaut() at its native
-512 x 512 and upscaled to 3000 x 3000, a noisy worst-case cutout, and for the ZIP twenty
-photo-filled 3000 px props (the largest a 3000 px answer makes) written to disk by this parent.
+512 x 512 and upscaled to 3000 x 3000 (also as an iPhone-style HEIC: turned in the container,
+EXIF saying so too), a noisy worst-case cutout, and for the ZIP twenty photo-filled 3000 px
+props (the largest a 3000 px answer makes) written to disk by this parent.
 Cases with a target print PASS or FAIL against it.
 """
 
@@ -66,6 +67,7 @@ def _with_comment(png: bytes, text: str) -> bytes:
 
 def _build_inputs(folder: Path) -> list[Case]:
     import numpy as np  # only the parent builds inputs: children stay lean
+    import pillow_heif
     from skimage import data
 
     from bot import imaging
@@ -75,6 +77,8 @@ def _build_inputs(folder: Path) -> list[Case]:
     sideways = Image.Exif()
     sideways[ExifTags.Base.Orientation] = 6
     rotated = _encode(big, "JPEG", quality=92, exif=sideways)
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(big).save(heic, quality=90, exif=sideways.tobytes())
     noisy = Image.fromarray(np.random.default_rng(1).integers(16, 256, (1024, 1024, 4), dtype=np.uint8))
     head_512, head_3000 = _encode(_head_cutout(native), "PNG"), _encode(_head_cutout(big), "PNG")
     photo_3000 = _encode(big.convert("RGBA"), "PNG")  # an answer whose whole canvas is visible
@@ -85,6 +89,7 @@ def _build_inputs(folder: Path) -> list[Case]:
         ("prepare_upload", "3000 JPEG (sent as is)", _encode(big, "JPEG", quality=92), 5, {}, None),
         ("prepare_upload", "3000 JPEG EXIF 6 (re-encoded)", rotated, 5, {}, None),
         ("prepare_upload", "3000 PNG (sent as is)", _encode(big, "PNG"), 5, {}, None),
+        ("prepare_upload", "3000 HEIC EXIF 6 (re-encoded)", heic.getvalue(), 5, {}, None),
         ("render_sticker", "512 head cutout PNG", head_512, 10, {}, None),
         ("render_sticker", "3000 head cutout PNG", head_3000, 5, {}, None),
         ("render_sticker", "1024 noise, worst case", _encode(noisy, "PNG"), 5, {}, None),

@@ -62,6 +62,12 @@ class UserLimits:
         self._accepted.move_to_end(user_id)
         return ADMITTED
 
+    def record(self, user_id: int) -> None:
+        """Count a photo taken without a decision of its own (the rest of an album already taken)."""
+        now = self._clock()
+        self._accepted.setdefault(user_id, deque()).append(now)
+        self._accepted.move_to_end(user_id)
+
     def _forget_idle(self, now: float) -> None:
         """Drop users whose latest acceptance has left the window (they are at the front)."""
         while self._accepted:

@@ -18,7 +18,7 @@ from bot.budget import make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.picwish import PicWishClient
-from bot.service import CutoutService, RetryPolicy
+from bot.pipeline.service import CutoutService, RetryPolicy
 from bot.storage import Store
 from bot.telegram_limits import TelegramRateLimiter
 

@@ -8,11 +8,13 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class CutoutRequest:
-    """A prepared upload, already within the API limits (format, pixels, bytes)."""
+    """A prepared upload, already within the API limits (format, pixels, bytes), or a link to a picture
+    that the service fetches itself (``image_url``; then ``image`` is empty)."""
 
     image: bytes = field(repr=False)
     filename: str
     mime: str
+    image_url: str | None = None
     crop: bool = True
     output_format: str = "png"
     # A hint after a failed attempt: use the API's async task mode (a backend may ignore it).

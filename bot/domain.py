@@ -125,6 +125,7 @@ class ChatSettings:
     emoji: str = PACK_EMOJI[0]
     props_since: float | None = None  # prop mode on since then (the time /zip counts from)
     zip_since: float | None = None  # the last /zip
+    no_stickers: bool = False  # the chat refused a sticker (a group that forbids them): send the rest
 
     @property
     def props_on(self) -> bool:

@@ -44,6 +44,17 @@ class ImageTooLarge(BadInput):
     text_key = "image_too_large"
 
 
+class ImageTooSmall(BadInput):
+    """Under 128 px on its long side: too few pixels to find a face in. Known before any API call."""
+
+    text_key = "image_too_small"
+
+    def __init__(self, detail: str = "", *, width: int = 0, height: int = 0) -> None:
+        super().__init__(detail)
+        self.width = width  # as the user sees it (after EXIF orientation), for the text
+        self.height = height
+
+
 class FileTooBig(BadInput):
     """Over Telegram's 20 MB download limit; known from ``file_size`` before any download."""
 
@@ -193,3 +204,26 @@ class Refused(CutoutError):
         super().__init__(text_key)
         self.text_key = text_key
         self.retry_after = retry_after
+
+
+# --- links -------------------------------------------------------------------------------------------
+#: Failed states of a task made from a link: the service could not fetch or read what the link gave.
+_LINK_TEXTS = {-3: "link_unreachable", -5: "link_too_large", -7: "link_not_image"}
+
+
+def for_link(error: CutoutError) -> CutoutError:
+    """The same error, told as being about the user's link where the state says the link was the trouble."""
+    if isinstance(error, TaskFailed) and error.state in _LINK_TEXTS:
+        error.text_key = _LINK_TEXTS[error.state]
+    return error
+
+
+# --- the chat --------------------------------------------------------------------------------------
+class ChatRestricted(CutoutError):
+    """The chat does not let the bot send what the answer needs (a group's permissions for members)."""
+
+    text_key = "chat_restricted"
+
+
+class StickersRefused(ChatRestricted):
+    """The chat refuses stickers: the rest of the answer still goes out, and later ones skip the sticker."""

@@ -126,7 +126,7 @@ class PicWishClient:
         if request.prefer_async:
             return await self.cutout_async(request)
         task = await self.create_task(
-            image_file=(request.filename, request.image, request.mime),
+            **_source(request),
             sync=True,
             crop=request.crop,
             output_format=request.output_format,
@@ -138,7 +138,7 @@ class PicWishClient:
     async def cutout_async(self, request: CutoutRequest) -> bytes:
         """The fallback: an async task (``sync=0``) and polling."""
         task = await self.create_task(
-            image_file=(request.filename, request.image, request.mime),
+            **_source(request),
             sync=False,
             crop=request.crop,
             output_format=request.output_format,
@@ -389,6 +389,13 @@ class PicWishClient:
         if parsed.host and (parsed.scheme == "https" or _origin(parsed) == self._api_origin):
             return parsed
         raise errors.UnsafeResultUrl("download: the result URL is neither https nor on the API host")
+
+
+def _source(request: CutoutRequest) -> dict[str, Any]:
+    """``image_url`` for a link (the service fetches it; we never download it), else ``image_file``."""
+    if request.image_url is not None:
+        return {"image_url": request.image_url}
+    return {"image_file": (request.filename, request.image, request.mime)}
 
 
 def _flag(value: bool) -> str:

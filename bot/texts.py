@@ -20,7 +20,7 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "start_pack": "Hi {name}! You're all set: go back and tap “Add to my pack” again.",
         "help": (
             "How to use me:\n"
-            "• Send a photo (or an image file: JPG, PNG, WEBP, BMP, TIFF, GIF) with one face, "
+            "• Send a photo (or an image file: JPG, PNG, WEBP, HEIC, AVIF, BMP, TIFF or GIF, a static sticker, or a link to a picture) with one face, "
             "looking at the camera, in good light.\n"
             "• I reply with a sticker and a transparent PNG.\n"
             "• /settings: crop tight to the head or keep the whole photo; sticker, PNG or JPG on white; "
@@ -36,6 +36,25 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "hint_send_photo": "Send me a photo with a face and I'll cut out the head as a sticker. /help says more.",
         "group_reply_to_photo": "Reply to a photo with /cutout, or send a photo with the caption /cutout.",
         "group_reply_to_photo_brief": "Reply to a photo with /cutout.",
+        "cutout_alone": "Just send me a photo (or a link to one) and I'll cut out the head. No command needed.",
+        "start_group": (
+            "Hi! To get a sticker here, reply to a photo with /cutout, or send a photo with the caption /cutout.\n"
+            "/help explains more; /settings and /props are for this group's admins."
+        ),
+        "help_group": (
+            "In this group:\n"
+            "• Reply to a photo (or an image file, a sticker, a link) with /cutout, or mention @{bot} in the reply.\n"
+            "• Or send a photo, a file or an album with the caption /cutout.\n"
+            "• I answer with a sticker and a PNG; tap “Add to my pack” to keep one in your own pack "
+            "(start me in a private chat first).\n"
+            "• Admins: /settings (crop, outline, PNG or JPG), /props (event props), /zip (all props as a ZIP).\n"
+            "In a private chat, just send me photos."
+        ),
+        "not_still": (
+            "I can only cut out still pictures. Send a photo, an image file or a static sticker "
+            "(not a GIF, video, voice message or animated sticker)."
+        ),
+        "not_still_brief": "Send a still photo, not a video or animation.",
         "not_allowed": "Sorry, this bot is private.",
         "menu_start": "What this bot does",
         "menu_help": "How to use it: photos, packs, groups, inline",
@@ -49,6 +68,9 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "status_received": "📥 Got it, one moment…",
         "status_queued": "⏳ #{position} in line. I'll start on your photo soon.",
         "status_working": "✂️ Cutting out your photo…",
+        "status_received_batch": "📥 Got them, one moment…",
+        "status_queued_batch": "⏳ Photos: {total}. #{position} in line; I'll answer them in order.",
+        "status_progress": "✂️ Done: {done} of {total}…",
         "png_caption": "Transparent PNG, ready for stickers or printing.",
         "prop_caption": "🖨 Print-ready prop: {width} × {height} px, {cm_w} × {cm_h} cm at 300 DPI.",
         "prop_caption_brief": "🖨 Prop: {width} × {height} px, 300 DPI.",
@@ -69,16 +91,31 @@ CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "too_many_per_minute_brief": "Too many photos at once; try again in {seconds} s.",
         "shutting_down": "I'm restarting right now. Please send this photo again in a minute.",
+        "too_many_pending_many": (
+            "I couldn't take {count} of those photos: you can have {max_pending} waiting at once. "
+            "Send them again once I've answered the ones before (I reply to each)."
+        ),
+        "too_many_per_minute_many": (
+            "I couldn't take {count} of those photos: that's more than {per_minute} a minute. "
+            "Send them again in {seconds} s."
+        ),
+        "shutting_down_many": "I'm restarting right now, so I couldn't take {count} photos. Send them again in a minute.",
+        "busy_many": "I'm very busy right now, so I couldn't take {count} photos. Send them again in a minute.",
         # --- refused input (no quota spent) -------------------------------------------------------
         "bad_input": "I couldn't use that file. Please send a regular photo.",
         "not_an_image": (
-            "That file isn't an image I can read. Send a photo, or a JPG, PNG, WEBP, BMP, TIFF or GIF file."
+            "That file isn't an image I can read. Send a photo, or a JPG, PNG, WEBP, HEIC, AVIF, BMP, TIFF or GIF file."
         ),
         "not_an_image_brief": "That file isn't an image.",
         "empty_file": "That file is empty. Please send the photo again.",
         "corrupt_image": "That image looks damaged or incomplete, so I can't read it. Try exporting it again.",
         "corrupt_image_brief": "That image looks damaged.",
         "image_too_large": "That image is too large to process. Please send a smaller one (under 50 megapixels).",
+        "image_too_small": (
+            "That picture is only {width} × {height} px: too small to find a face in. "
+            "Please send a bigger photo (at least 128 px)."
+        ),
+        "image_too_small_brief": "That picture is too small (under 128 px).",
         "file_too_big": (
             "That file is over 20 MB, the largest Telegram lets me download. "
             "Send it as a photo instead, or shrink it first."
@@ -87,6 +124,25 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "extreme_aspect": (
             "That image is very long and thin. Please send a normal photo (no wider or taller than 8:1)."
         ),
+        # --- links -------------------------------------------------------------------------------
+        "link_not_picture": (
+            "That link doesn't look like a picture. Send a link straight to an image (ending in .jpg, "
+            ".png…), or send the photo itself."
+        ),
+        "link_not_picture_brief": "That link doesn't look like a picture.",
+        "link_unreachable": (
+            "I couldn't fetch the picture at that link: it may be private, gone or behind a login. "
+            "Send the photo itself instead."
+        ),
+        "link_unreachable_brief": "I couldn't fetch that link.",
+        "link_too_large": "The picture at that link is over 30 MB. Send a smaller one, or the photo itself.",
+        "link_not_image": "That link doesn't lead to an image I can use. Send a link to a JPG or PNG, or the photo.",
+        "link_not_image_brief": "That link isn't an image.",
+        # --- the chat --------------------------------------------------------------------------------
+        "chat_restricted": (
+            "I'm not allowed to send stickers or files in this chat. An admin can let me send media here."
+        ),
+        "chat_restricted_brief": "I'm not allowed to send media here: an admin can allow it.",
         # --- the cutout service -------------------------------------------------------------------
         "no_face": (
             "I couldn't find a face in that photo. Send a clear photo of one person facing the camera, "

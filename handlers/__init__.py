@@ -19,38 +19,46 @@ from handlers import access, commands, inline, packs, photos, props, settings
 from handlers.commands import publish_menu
 from handlers.errors import on_error
 from handlers.messenger import TelegramMessenger
+from handlers.refusals import Refusals
 
 
-class _CaptionAsksForCutout(filters.MessageFilter):
-    """A caption that starts with /cutout or mentions the bot (the bot's username is known after start-up)."""
+class _AsksTheBot(filters.MessageFilter):
+    """A text that mentions the bot, or a command addressed to it by name (``/foo@bot``); its username is
+    known only after start-up."""
 
-    def __init__(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        super().__init__(name="CaptionAsksForCutout")
+    def __init__(self, app: Application[Any, Any, Any, Any, Any, Any], *, command: bool) -> None:
+        super().__init__(name="AsksTheBot")
         self._app = app
+        self._command = command
 
     def filter(self, message: Any) -> bool:
-        return photos.caption_asks_for_cutout(message.caption, self._app.bot.username)
+        words = (message.text or "").split()
+        name = f"@{self._app.bot.username}".lower()
+        if self._command:
+            return bool(words) and words[0].startswith("/") and words[0].lower().endswith(name)
+        return photos.caption_asks_for_cutout(message.text, self._app.bot.username)
 
 
 def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
-    images = filters.PHOTO | filters.Document.ALL
+    pictures = filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL
+    moving = filters.ANIMATION | filters.VIDEO | filters.VIDEO_NOTE | filters.VOICE | filters.AUDIO
     new = filters.UpdateType.MESSAGE  # an edited caption or command must not get a second answer
 
+    app.bot_data["refusals"] = Refusals(app, app.bot_data["settings"])
     app.add_handler(TypeHandler(Update, access.gate), group=-1)
-    app.add_handler(CommandHandler("start", commands.start, filters=private & new))
+    app.add_handler(CommandHandler("start", commands.start, filters=new))
     app.add_handler(CommandHandler("help", commands.help_command, filters=new))
     app.add_handler(CommandHandler("pack", commands.pack, filters=new))
     app.add_handler(CommandHandler("cutout", photos.cutout_command, filters=new))
     app.add_handler(CommandHandler("settings", settings.settings_command, filters=new))
     app.add_handler(CommandHandler("props", props.props_command, filters=new))
     app.add_handler(CommandHandler("zip", props.zip_command, filters=new))
-    app.add_handler(MessageHandler(new & private & filters.PHOTO, photos.private_photo))
-    app.add_handler(MessageHandler(new & private & filters.Document.ALL, photos.private_document))
-    app.add_handler(
-        MessageHandler(new & groups & images & _CaptionAsksForCutout(app), photos.captioned_group_photo)
-    )
+    app.add_handler(MessageHandler(new & private & (pictures | moving), photos.private_picture))
+    app.add_handler(MessageHandler(new & groups & pictures, photos.group_picture))
+    app.add_handler(MessageHandler(new & groups & _AsksTheBot(app, command=True), commands.unknown))
+    app.add_handler(MessageHandler(new & groups & _AsksTheBot(app, command=False), photos.group_mention))
     app.add_handler(MessageHandler(new & private & ~filters.StatusUpdate.ALL, photos.private_text))
     app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
     app.add_handler(CallbackQueryHandler(settings.settings_button, pattern=rf"^{settings.PREFIX}"))

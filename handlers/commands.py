@@ -10,7 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot.packs import pack_link
 from bot.texts import text
-from handlers.common import lang, settings, store
+from handlers.common import is_private, lang, settings, store
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,13 @@ async def publish_menu(bot: Bot) -> None:
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Greets the user and says what to send; back from a pack button's link, says to press it again."""
+    """Greets the user and says what to send (in a group, how to ask there); back from a pack button's
+    link, says to press it again."""
     message, user = update.effective_message, update.effective_user
     assert message is not None
+    if not is_private(update):
+        await message.reply_text(text("start_group", lang=lang(update)))
+        return
     name = user.first_name if user else "there"
     key = "start_pack" if context.args == ["pack"] else "start"
     await message.reply_text(text(key, lang=lang(update), name=name))
@@ -41,7 +45,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     config = settings(context)
     await message.reply_text(
         text(
-            "help",
+            "help" if is_private(update) else "help_group",
             lang=lang(update),
             bot=context.bot.username,
             max_pending=config.user_max_pending,
@@ -60,3 +64,10 @@ async def pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     links = "\n".join(f"{p.title}: {pack_link(p.name)} ({p.count} stickers)" for p in packs)
     await message.reply_text(text("pack_links", lang=lang(update), links=links))
+
+
+async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A command this bot does not have, addressed to it: the short list of those it has."""
+    message = update.effective_message
+    assert message is not None
+    await message.reply_text(text("unknown_command", lang=lang(update)))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from telegram import Update
 from telegram.constants import ChatMemberStatus
 from telegram.error import RetryAfter
 from telegram.ext import ContextTypes
 
 from bot.config import Settings
-from bot.service import CutoutService
+from bot.pipeline.service import CutoutService
 from bot.storage import Store
+
+if TYPE_CHECKING:
+    from handlers.refusals import Refusals
 
 
 def service(context: ContextTypes.DEFAULT_TYPE) -> CutoutService:
@@ -24,6 +29,11 @@ def store(context: ContextTypes.DEFAULT_TYPE) -> Store:
 
 def settings(context: ContextTypes.DEFAULT_TYPE) -> Settings:
     result: Settings = context.bot_data["settings"]
+    return result
+
+
+def refusals(context: ContextTypes.DEFAULT_TYPE) -> Refusals:
+    result: Refusals = context.bot_data["refusals"]
     return result
 
 

@@ -15,7 +15,8 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from bot import errors
 from bot.config import Settings
 from bot.imaging import PROP_DPI
-from bot.service import PropFile, SentSticker
+from bot.pipeline.service import PropFile, SentSticker
+from bot.pipeline.status import Status
 from bot.storage import CutoutRecord, JobRecord
 from bot.texts import text
 from handlers.common import retry_after_seconds
@@ -57,7 +58,7 @@ def pack_button_markup(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup
 
 
 class TelegramMessenger:
-    """Implements :class:`bot.service.Messenger` with a PTB ``Bot``."""
+    """Implements :class:`bot.pipeline.service.Messenger` with a PTB ``Bot``."""
 
     def __init__(self, bot: Bot, settings: Settings) -> None:
         self.bot = bot
@@ -70,10 +71,11 @@ class TelegramMessenger:
         return text(key, lang=job.lang, brief=not job.is_private, **values)
 
     async def acknowledge(self, job: JobRecord) -> int | None:
+        key = "status_received" if job.batch_id is None else "status_received_batch"
         message: Message = await with_retries(
             lambda: self.bot.send_message(
                 job.chat_id,
-                self._text(job, "status_received"),
+                self._text(job, key),
                 reply_parameters=self._reply_to(job),
                 message_thread_id=job.thread_id,
             ),
@@ -91,14 +93,13 @@ class TelegramMessenger:
         data = await with_retries(file.download_as_bytearray, what="file download")
         return bytes(data)
 
-    async def show_status(self, job: JobRecord, status: str, position: int | None) -> None:
+    async def show_status(self, job: JobRecord, status: Status) -> None:
         if job.status_message_id is None:
             return
-        message = (
-            self._text(job, "status_queued", position=position)
-            if status == "queued"
-            else self._text(job, "status_working")
-        )
+        batch = "_batch" if job.batch_id is not None else ""
+        key = {"queued": f"status_queued{batch}", "progress": "status_progress"}.get(status.kind, "status_working")
+        values = {"position": status.position, "done": status.done, "total": status.total}
+        message = self._text(job, key, **values)
         try:
             await self.bot.edit_message_text(message, chat_id=job.chat_id, message_id=job.status_message_id)
         except BadRequest as exc:
@@ -130,7 +131,7 @@ class TelegramMessenger:
 
     async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool) -> None:
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
-        await with_retries(
+        await _answer_part(
             lambda: self.bot.send_document(
                 job.chat_id,
                 png,
@@ -145,7 +146,7 @@ class TelegramMessenger:
         )
 
     async def send_jpg(self, job: JobRecord, jpg: bytes) -> None:
-        await with_retries(
+        await _answer_part(
             lambda: self.bot.send_photo(
                 job.chat_id, jpg, reply_parameters=self._reply_to(job), message_thread_id=job.thread_id
             ),
@@ -165,7 +166,7 @@ class TelegramMessenger:
         caption = self._text(job, key, **values)
         if max(prop.width, prop.height) < SMALL_PROP_SIDE:
             caption += self._text(job, "prop_small_hint")
-        await with_retries(
+        await _answer_part(
             lambda: self.bot.send_document(
                 job.chat_id,
                 data,
@@ -184,7 +185,8 @@ class TelegramMessenger:
         await self._drop_status(job)
 
     async def _send_sticker(self, job: JobRecord, cutout: CutoutRecord, sticker: str | bytes) -> Message:
-        return await with_retries(
+        """sendSticker; a chat that refuses stickers raises :class:`errors.StickersRefused`."""
+        return await _answer_part(
             lambda: self.bot.send_sticker(
                 job.chat_id,
                 sticker,
@@ -197,7 +199,8 @@ class TelegramMessenger:
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None:
         message = self._text(job, error.text_key, **self.text_values(error))
-        if job.status_message_id is not None:
+        # A single photo's status message becomes the reason; a batch's is shared, so its photo gets a reply.
+        if job.status_message_id is not None and job.batch_id is None:
             try:
                 await with_retries(
                     lambda: self.bot.edit_message_text(
@@ -233,6 +236,8 @@ class TelegramMessenger:
             "max_pending": settings.user_max_pending,
             "per_minute": settings.user_per_minute,
             "seconds": max(1, round(retry_after)),
+            "width": getattr(error, "width", 0),
+            "height": getattr(error, "height", 0),
         }
 
     async def _drop_status(self, job: JobRecord) -> None:
@@ -242,3 +247,20 @@ class TelegramMessenger:
             await self.bot.delete_message(job.chat_id, job.status_message_id)
         except (BadRequest, Forbidden, NetworkError) as exc:
             log.debug("could not delete status message: %s", type(exc).__name__)
+
+
+#: What Telegram says when a chat's permissions forbid what the bot sends (its members' rights apply).
+_RESTRICTED = ("not enough rights", "chat_send_", "have no rights")
+
+
+async def _answer_part(call: Callable[[], Awaitable[Message]], *, what: str) -> Message:
+    """Send one part of an answer; a chat whose permissions refuse it raises a :class:`errors.ChatRestricted`."""
+    try:
+        return await with_retries(call, what=what)
+    except BadRequest as exc:
+        refusal = exc.message.lower()
+        if not any(marker in refusal for marker in _RESTRICTED):
+            raise
+        if "sticker" in refusal:
+            raise errors.StickersRefused(exc.message) from None
+        raise errors.ChatRestricted(exc.message) from None

@@ -1,24 +1,37 @@
-"""Photos in, cutouts out: private photos and image files, ``/cutout`` in groups."""
+"""Pictures in, cutouts out: photos, image files, albums, static stickers and links; ``/cutout`` in groups."""
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
-from telegram import Message, Update
+from telegram import Message, MessageEntity, Update
 from telegram.ext import ContextTypes
 
 from bot import errors
 from bot.domain import CutoutOptions
-from bot.service import JobSpec
+from bot.imaging import INPUT_EXTENSIONS, MIN_SIDE
+from bot.pipeline.service import JobSpec
 from bot.texts import text
-from handlers.common import is_private, lang, service, settings, store
+from handlers.common import is_private, lang, refusals, service, settings, store
 from handlers.messenger import TelegramMessenger
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+#: Links whose path ends so are pages, videos or documents, not pictures: a hint, no API call.
+NOT_PICTURE_EXTENSIONS = frozenset(
+    [".html", ".htm", ".php", ".asp", ".aspx", ".jsp", ".pdf", ".doc", ".docx", ".txt", ".zip", ".rar", ".mp4", ".mov", ".avi", ".mkv", ".webm", ".mp3", ".ogg", ".js", ".css"]
+)
+#: Links in one message that are cut out; more get the same hint as a page would.
+MAX_LINKS = 10
+#: Seconds an uncaptioned album photo in a group waits for its album's /cutout caption.
+ALBUM_WAIT = 60.0
 
 
 def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec | None:
-    """What to cut out from ``source`` (a photo or an image document), answered in the update's chat."""
+    """What to cut out from ``source`` (a photo, an image document or a static sticker), answered in the
+    update's chat; an album's photos are one batch, answered in album order."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     common = {
@@ -31,8 +44,14 @@ def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec
         "thread_id": message.message_thread_id if message.is_topic_message else None,
         "lang": user.language_code,
     }
+    if source.media_group_id:
+        common.update(batch_id=f"album:{message.chat_id}:{source.media_group_id}", batch_index=source.message_id)
     if source.photo:
         largest = source.photo[-1]
+        if max(largest.width, largest.height) < MIN_SIDE:  # known from the update: no download, no API call
+            raise errors.ImageTooSmall(
+                f"{largest.width}x{largest.height}", width=largest.width, height=largest.height
+            )
         return JobSpec(
             file_id=largest.file_id,
             file_unique_id=largest.file_unique_id,
@@ -52,66 +71,122 @@ def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec
             source_name=doc.file_name,
             **common,  # type: ignore[arg-type]
         )
+    sticker = source.sticker
+    if sticker is not None and not (sticker.is_animated or sticker.is_video):
+        return JobSpec(
+            file_id=sticker.file_id,
+            file_unique_id=sticker.file_unique_id,
+            file_size=sticker.file_size,
+            file_name="sticker.webp",
+            mime="image/webp",
+            **common,  # type: ignore[arg-type]
+        )
     return None
 
 
 def is_image_document(mime: str | None, file_name: str | None) -> bool:
     if mime and mime.startswith("image/"):
         return True
-    return bool(file_name) and file_name.lower().endswith(IMAGE_EXTENSIONS)  # type: ignore[union-attr]
+    return bool(file_name) and file_name.lower().endswith(INPUT_EXTENSIONS)  # type: ignore[union-attr]
+
+
+def moving_picture(message: Message) -> bool:
+    """Animations (GIFs), videos, video notes, voice, animated and video stickers: not a still photo."""
+    sticker = message.sticker
+    return bool(
+        message.animation
+        or message.video
+        or message.video_note
+        or message.voice
+        or message.audio
+        or (sticker is not None and (sticker.is_animated or sticker.is_video))
+    )
 
 
 async def submit(update: Update, context: ContextTypes.DEFAULT_TYPE, source: Message) -> None:
-    """Queue the cutout, or say at once why not (limits, a file that cannot work)."""
+    """Queue the cutout, or say why not: at once for a file that cannot work, in one message for a burst."""
     message = update.effective_message
     assert message is not None
-    spec = job_spec(update, source, store(context).chat_settings(message.chat_id).options)
     brief = not is_private(update)
-    if spec is None:
-        await message.reply_text(text("not_an_image", lang=lang(update), brief=brief))
+    if moving_picture(source):
+        await message.reply_text(text("not_still", lang=lang(update), brief=brief))
         return
     try:
+        spec = job_spec(update, source, store(context).chat_settings(message.chat_id).options)
+        if spec is None:
+            await message.reply_text(text("not_an_image", lang=lang(update), brief=brief))
+            return
         service(context).submit(spec)
+    except errors.Refused as exc:
+        refusals(context).add(update, source, exc)
     except errors.CutoutError as exc:
         values = TelegramMessenger.text_values_for(settings(context), exc)
         await source.reply_text(text(exc.text_key, lang=lang(update), brief=brief, **values))
 
 
-async def private_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A photo or image file in a private chat: reply with the sticker and the PNG."""
+async def private_picture(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A photo, an image file or a sticker in a private chat: reply with the cutout (a hint for the rest)."""
     message = update.effective_message
     assert message is not None
-    await submit(update, context, message)
-
-
-async def private_document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A file in a private chat: an image gets the cutout, anything else a hint."""
-    message = update.effective_message
-    assert message is not None and message.document is not None
-    if not is_image_document(message.document.mime_type, message.document.file_name):
-        await message.reply_text(text("not_an_image", lang=lang(update)))
-        return
     await submit(update, context, message)
 
 
 async def cutout_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """``/cutout`` as a reply to a photo or an image file: cut out that photo, threaded to it."""
+    """``/cutout`` as a reply to a picture (or with links): cut it out, threaded to it; alone, a hint."""
     message = update.effective_message
     assert message is not None
     target = message.reply_to_message
-    if target is None or not (target.photo or target.document):
-        await message.reply_text(
-            text("group_reply_to_photo", lang=lang(update), brief=not is_private(update))
-        )
+    if links_in(message) or (target is not None and links_in(target) and not has_picture(target)):
+        await submit_links(update, context, links_in(message) or links_in(target))
+        return
+    if target is None or not (has_picture(target) or moving_picture(target)):
+        key = "cutout_alone" if is_private(update) else "group_reply_to_photo"
+        await message.reply_text(text(key, lang=lang(update), brief=not is_private(update)))
         return
     await submit(update, context, target)
 
 
-async def captioned_group_photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A group photo whose caption starts with /cutout or mentions the bot; other photos never get here."""
+def has_picture(message: Message) -> bool:
+    return bool(message.photo or message.document or message.sticker)
+
+
+async def group_picture(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A group picture: cut out when its caption asks (/cutout, a mention), or when it belongs to an album
+    whose caption asked; every other picture is ignored, with no download and no API call."""
     message = update.effective_message
     assert message is not None
-    await submit(update, context, message)
+    albums = _asked_albums(context)
+    key = (message.chat_id, message.media_group_id) if message.media_group_id else None
+    if caption_asks_for_cutout(message.caption, context.bot.username):
+        await submit(update, context, message)
+        if key is not None:  # the album's other photos (the caption rides on one of them) count as asked
+            waiting = albums.get(key, (0.0, []))[1]
+            albums[key] = (time.monotonic(), [])
+            for earlier in waiting:
+                await submit(earlier, context, earlier.effective_message)  # type: ignore[arg-type]
+        return
+    if key is None:
+        return
+    _drop_stale(albums)
+    asked_at, waiting = albums.setdefault(key, (0.0, []))
+    if asked_at:
+        await submit(update, context, message)
+    else:
+        waiting.append(update)  # its album's caption may still be on its way
+
+
+def _asked_albums(context: ContextTypes.DEFAULT_TYPE) -> dict[tuple[int, str], tuple[float, list[Update]]]:
+    """(chat, media_group_id) -> (when its caption asked, or 0; its photos that came before the caption)."""
+    albums: dict[tuple[int, str], tuple[float, list[Update]]] = context.bot_data.setdefault("asked_albums", {})
+    return albums
+
+
+def _drop_stale(albums: dict[tuple[int, str], tuple[float, list[Update]]]) -> None:
+    now = time.monotonic()
+    for key, (asked_at, waiting) in list(albums.items()):
+        first = asked_at or (waiting[0].effective_message.date.timestamp() if waiting else 0.0)  # type: ignore[union-attr]
+        if (asked_at and now - asked_at > ALBUM_WAIT) or (not asked_at and time.time() - first > ALBUM_WAIT):
+            del albums[key]
 
 
 def caption_asks_for_cutout(caption: str | None, bot_username: str) -> bool:
@@ -124,9 +199,95 @@ def caption_asks_for_cutout(caption: str | None, bot_username: str) -> bool:
     return bool(command or mention)
 
 
+# --- links ---------------------------------------------------------------------------------------
+def links_in(message: Message | None) -> list[str]:
+    """The links in a message's text or caption, in order (shown links and hidden text links alike);
+    also addresses Telegram does not mark as links (``ftp://…``), so they get a hint, not silence."""
+    if message is None:
+        return []
+    found: list[str] = []
+    for entities in (
+        message.parse_entities([MessageEntity.URL, MessageEntity.TEXT_LINK]),
+        message.parse_caption_entities([MessageEntity.URL, MessageEntity.TEXT_LINK]),
+    ):
+        for entity, shown in entities.items():
+            found.append(entity.url if entity.type == MessageEntity.TEXT_LINK and entity.url else shown)
+    return found or _ADDRESS.findall(message.text or message.caption or "")
+
+
+_ADDRESS = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def picture_link(link: str) -> str | None:
+    """The link as the API should fetch it, or None when it cannot be a picture (scheme, extension)."""
+    url = link if "://" in link else f"https://{link}"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    if PurePosixPath(parts.path).suffix.lower() in NOT_PICTURE_EXTENSIONS:
+        return None
+    return url
+
+
+async def submit_links(update: Update, context: ContextTypes.DEFAULT_TYPE, links: Sequence[str]) -> None:
+    """Each picture link is cut out by the API (which fetches it), answered in order; others get a hint."""
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    brief = not is_private(update)
+    urls = [url for url in map(picture_link, links[:MAX_LINKS]) if url is not None]
+    if not urls:
+        await message.reply_text(text("link_not_picture", lang=lang(update), brief=brief))
+        return
+    options = store(context).chat_settings(message.chat_id).options
+    batch_id = f"links:{message.chat_id}:{message.message_id}" if len(urls) > 1 else None
+    jobs = service(context)
+    try:
+        for part, url in enumerate(urls):
+            jobs.submit(
+                JobSpec(
+                    user_id=user.id,
+                    chat_id=message.chat_id,
+                    chat_type=message.chat.type,
+                    message_id=message.message_id,
+                    file_id="",
+                    file_unique_id="",
+                    origin_message_id=message.message_id,
+                    origin_part=part,
+                    thread_id=message.message_thread_id if message.is_topic_message else None,
+                    lang=user.language_code,
+                    options=options,
+                    source_name=PurePosixPath(urlsplit(url).path).name or None,
+                    url=url,
+                    batch_id=batch_id,
+                    batch_index=part,
+                )
+            )
+    except errors.Refused as exc:
+        refusals(context).add(update, message, exc)
+    finally:
+        if batch_id is not None:
+            jobs.close_batch(batch_id)
+
+
 async def private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Plain text or anything else in a private chat: a short hint (a list of commands for an unknown one)."""
+    """Text in a private chat: links are cut out; anything else gets a hint (a list for an unknown command)."""
     message = update.effective_message
     assert message is not None
+    if links := links_in(message):
+        await submit_links(update, context, links)
+        return
+    if moving_picture(message):
+        await message.reply_text(text("not_still", lang=lang(update)))
+        return
     command = message.text is not None and message.text.startswith("/")
     await message.reply_text(text("unknown_command" if command else "hint_send_photo", lang=lang(update)))
+
+
+async def group_mention(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A group message that mentions the bot: cut out the picture it replies to, or the links it holds."""
+    message = update.effective_message
+    assert message is not None
+    if links := links_in(message):
+        await submit_links(update, context, links)
+    elif message.reply_to_message is not None and has_picture(message.reply_to_message):
+        await submit(update, context, message.reply_to_message)

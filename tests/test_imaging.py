@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import ExifTags, Image, ImageDraw
 from skimage import data as samples
 
-from bot import errors, imaging
+from bot import errors, imaging, texts
 from bot.imaging import prepare
 
 RNG_SEED = 20240521
@@ -66,6 +67,40 @@ def png_header(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def exif_orientation(turn: int) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = turn
+    return exif.tobytes()
+
+
+def heic(im: Image.Image, turn: int | None = None) -> bytes:
+    """A HEIC as an iPhone writes one: the pixels as stored, the turn in the container (irot), echoed in EXIF."""
+    buffer = io.BytesIO()
+    params: dict[str, Any] = {"exif": exif_orientation(turn)} if turn else {}
+    pillow_heif.from_pillow(im).save(buffer, quality=90, **params)
+    return buffer.getvalue()
+
+
+def avif(im: Image.Image, turn: int | None = None) -> bytes:
+    """An AVIF made with Pillow; a turn goes into the container (irot/imir) and EXIF."""
+    params: dict[str, Any] = {"exif": exif_orientation(turn)} if turn else {}
+    return encode(im, "AVIF", quality=90, **params)
+
+
+def heic_claiming(width: int, height: int) -> bytes:
+    """A small HEIC whose header (its ``ispe`` box) claims ``width`` x ``height``."""
+    raw = heic(Image.new("RGB", (200, 150), "grey"))
+    at = raw.index(b"ispe") + 8  # after the box type, version and flags
+    return raw[:at] + struct.pack(">II", width, height) + raw[at + 8 :]
+
+
+def marked_cat() -> Image.Image:
+    """The landscape cat with a red square in its stored top-left corner."""
+    stored = chelsea()
+    stored.paste((255, 0, 0), (0, 0, 40, 40))
+    return stored
 
 
 def rgb_icc_profile(red: tuple[float, ...], green: tuple[float, ...], blue: tuple[float, ...]) -> bytes:
@@ -119,6 +154,13 @@ def test_sniff_accepts_every_format_we_read(fmt: str) -> None:
     assert imaging.sniff_image(encode(chelsea(), fmt)[:16])
 
 
+def test_sniff_recognises_heic_and_avif_heads() -> None:
+    assert imaging.sniff_image(heic(chelsea())[:16])
+    assert imaging.sniff_image(avif(chelsea())[:16])
+    for brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevm", b"mif1", b"msf1", b"avif", b"avis"):
+        assert imaging.sniff_image(b"\x00\x00\x00\x18ftyp" + brand), brand
+
+
 @pytest.mark.parametrize(
     "head",
     [
@@ -126,7 +168,9 @@ def test_sniff_accepts_every_format_we_read(fmt: str) -> None:
         b"hello world",
         b"%PDF-1.7\n",
         b"RIFF\x00\x00\x00\x00WAVEfmt ",
-        b"\x00\x00\x00\x18ftypheic",
+        b"\x00\x00\x00\x18ftypisom",  # an MP4 video
+        b"\x00\x00\x00\x14ftypqt  ",  # a QuickTime movie
+        b"heic",
         b"\xff\xd8",
     ],
 )
@@ -176,38 +220,38 @@ def test_sideways_phone_photo_goes_up_upright_without_metadata() -> None:
 
 
 def test_cmyk_jpeg_goes_up_as_rgb_with_its_colours() -> None:
-    raw = encode(Image.new("RGB", (64, 48), (220, 30, 30)).convert("CMYK"), "JPEG", quality=95)
+    raw = encode(Image.new("RGB", (160, 120), (220, 30, 30)).convert("CMYK"), "JPEG", quality=95)
     out = decode(imaging.prepare_upload(raw).data)
     assert out.mode == "RGB"
-    assert near(out.getpixel((32, 24)), (220, 30, 30))
+    assert near(out.getpixel((80, 60)), (220, 30, 30))
 
 
 def test_16_bit_png_keeps_mid_grey_mid_grey() -> None:
-    bands = np.repeat(np.array([0, 32768, 65535], dtype=np.uint16), 32)  # black, mid-grey, white
-    im = Image.fromarray(np.tile(bands, (32, 1)))
+    bands = np.repeat(np.array([0, 32768, 65535], dtype=np.uint16), 48)  # black, mid-grey, white
+    im = Image.fromarray(np.tile(bands, (48, 1)))
     assert im.mode == "I;16"
     out = decode(imaging.prepare_upload(encode(im, "PNG")).data)
     assert out.mode == "RGB"
-    assert near(out.getpixel((16, 16)), (0, 0, 0), 3)
-    assert near(out.getpixel((48, 16)), (128, 128, 128), 3)
-    assert near(out.getpixel((80, 16)), (255, 255, 255), 3)
+    assert near(out.getpixel((24, 24)), (0, 0, 0), 3)
+    assert near(out.getpixel((72, 24)), (128, 128, 128), 3)
+    assert near(out.getpixel((120, 24)), (255, 255, 255), 3)
 
 
 @pytest.mark.parametrize(("mode", "value"), [("I", 32768), ("F", 0.5)])
 def test_32_bit_tiff_grey_scales_to_8_bit(mode: str, value: float) -> None:
-    out = decode(imaging.prepare_upload(encode(Image.new(mode, (32, 32), value), "TIFF")).data)
-    assert near(out.getpixel((16, 16)), (128, 128, 128), 3)
+    out = decode(imaging.prepare_upload(encode(Image.new(mode, (128, 128), value), "TIFF")).data)
+    assert near(out.getpixel((64, 64)), (128, 128, 128), 3)
 
 
 def test_palette_png_transparency_is_flattened_onto_white() -> None:
-    im = Image.new("P", (64, 32), 1)
+    im = Image.new("P", (128, 64), 1)
     im.putpalette([0, 0, 0, 0, 0, 255])
-    im.paste(0, (0, 0, 32, 32))
+    im.paste(0, (0, 0, 64, 64))
     im.info["transparency"] = 0
     out = decode(imaging.prepare_upload(encode(im, "PNG", transparency=0)).data)
     assert out.mode == "RGB"
-    assert near(out.getpixel((8, 16)), (255, 255, 255))
-    assert near(out.getpixel((56, 16)), (0, 0, 255))
+    assert near(out.getpixel((16, 32)), (255, 255, 255))
+    assert near(out.getpixel((112, 32)), (0, 0, 255))
 
 
 def test_grey_with_alpha_is_flattened_onto_white() -> None:
@@ -224,11 +268,11 @@ def test_grey_with_alpha_is_flattened_onto_white() -> None:
 
 
 def test_animated_gif_sends_its_first_frame() -> None:
-    red, blue = Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 255))
+    red, blue = Image.new("RGB", (128, 128), (255, 0, 0)), Image.new("RGB", (128, 128), (0, 0, 255))
     raw = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
     assert getattr(decode(raw), "n_frames", 1) == 2
     out = decode(imaging.prepare_upload(raw).data)
-    assert near(out.getpixel((32, 32)), (255, 0, 0), 10)
+    assert near(out.getpixel((64, 64)), (255, 0, 0), 10)
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "BMP", "WEBP", "GIF"])
@@ -236,6 +280,56 @@ def test_other_formats_go_up_as_jpeg(fmt: str) -> None:
     prepared = imaging.prepare_upload(encode(chelsea(), fmt))
     out = decode(prepared.data)
     assert (prepared.mime, out.format, out.mode, out.size) == ("image/jpeg", "JPEG", "RGB", (451, 300))
+
+
+@pytest.mark.parametrize(
+    ("turn", "size", "red_corner"),
+    [
+        pytest.param(None, (451, 300), (20, 20), id="as-stored"),
+        pytest.param(6, (300, 451), (300 - 20, 20), id="portrait"),  # the top-left went top-right
+    ],
+)
+@pytest.mark.parametrize("make", [heic, avif], ids=["heic", "avif"])
+def test_heic_and_avif_go_up_as_an_upright_jpeg(
+    make: Any, turn: int | None, size: tuple[int, int], red_corner: tuple[int, int]
+) -> None:
+    raw = make(marked_cat(), turn)
+
+    prepared = imaging.prepare_upload(raw)
+
+    upload = decode(prepared.data)
+    assert (prepared.mime, prepared.filename, upload.format, upload.mode) == (
+        "image/jpeg",
+        "image.jpg",
+        "JPEG",
+        "RGB",
+    )
+    assert (prepared.width, prepared.height) == upload.size == size
+    assert near(upload.getpixel(red_corner), (255, 0, 0), 30)  # turned once: twice would put it elsewhere
+    assert len(upload.getexif()) == 0
+    assert prepared.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_iphone_heic_says_its_turn_twice_and_is_turned_once() -> None:
+    raw = heic(marked_cat(), 6)
+    as_written = pillow_heif.open_heif(io.BytesIO(raw))
+    exif = Image.Exif()
+    exif.load(as_written.info["exif"])
+    assert exif[ExifTags.Base.Orientation] == 6  # the EXIF echo that must not turn it a second time
+
+    upload = decode(imaging.prepare_upload(raw).data)
+
+    assert upload.size == (300, 451)
+    assert near(upload.getpixel((300 - 20, 20)), (255, 0, 0), 30)
+
+
+def test_avif_with_the_generic_heif_brand_is_read_as_avif() -> None:
+    raw = avif(marked_cat())
+    # major brand mif1, avif only among the compatible ones, as some tools write
+    raw = raw[:8] + b"mif1" + raw[12:]
+    upload = decode(imaging.prepare_upload(raw).data)
+    assert upload.size == (451, 300)
+    assert near(upload.getpixel((20, 20)), (255, 0, 0), 30)
 
 
 def test_greyscale_jpeg_goes_up_as_rgb() -> None:
@@ -251,9 +345,9 @@ def test_colour_profile_is_applied_then_dropped() -> None:
         (0.1431, 0.0606, 0.7141),
     )
     icc = rgb_icc_profile(red=srgb_green, green=srgb_red, blue=srgb_blue)
-    raw = encode(Image.new("RGB", (32, 32), (255, 0, 0)), "TIFF", icc_profile=icc)
+    raw = encode(Image.new("RGB", (128, 128), (255, 0, 0)), "TIFF", icc_profile=icc)
     out = decode(imaging.prepare_upload(raw).data)
-    red, green, _ = out.getpixel((16, 16))  # type: ignore[misc]
+    red, green, _ = out.getpixel((64, 64))  # type: ignore[misc]
     assert green > 200 and red < 60
     assert "icc_profile" not in out.info
 
@@ -299,6 +393,37 @@ def test_exactly_8_to_1_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "size"),
+    [
+        pytest.param(encode(Image.new("RGB", (40, 40), "grey"), "PNG"), (40, 40), id="40x40-png"),
+        pytest.param(encode(chelsea().resize((127, 90)), "JPEG"), (127, 90), id="127x90-jpeg"),
+        pytest.param(heic(chelsea().resize((120, 80))), (120, 80), id="120x80-heic"),
+        pytest.param(
+            encode(chelsea().resize((100, 60)), "JPEG", exif=exif_orientation(6)), (60, 100), id="sideways"
+        ),
+    ],
+)
+def test_picture_under_128_px_is_refused_with_its_size(raw: bytes, size: tuple[int, int]) -> None:
+    with pytest.raises(errors.ImageTooSmall) as caught:
+        imaging.prepare_upload(raw)  # raises: nothing goes up
+    too_small = caught.value
+    assert (too_small.width, too_small.height) == size
+    assert not too_small.retryable
+    message = texts.text(too_small.text_key, width=too_small.width, height=too_small.height)
+    assert f"only {size[0]} × {size[1]} px" in message
+    assert texts.text(too_small.text_key, brief=True) == "That picture is too small (under 128 px)."
+
+
+@pytest.mark.parametrize("size", [(128, 90), (90, 128)])
+def test_picture_128_px_on_its_long_side_goes_up(size: tuple[int, int]) -> None:
+    assert imaging.MIN_SIDE == 128
+    raw = encode(chelsea().resize(size), "JPEG", quality=90)
+    prepared = imaging.prepare_upload(raw)
+    assert prepared.data == raw
+    assert (prepared.width, prepared.height) == size
+
+
+@pytest.mark.parametrize(
     ("raw", "error", "text_key"),
     [
         pytest.param(b"", errors.EmptyFile, "empty_file", id="empty"),
@@ -310,7 +435,11 @@ def test_exactly_8_to_1_is_accepted() -> None:
         pytest.param(
             encode(chelsea(), "PNG")[:5000], errors.CorruptImage, "corrupt_image", id="truncated-png"
         ),
+        pytest.param(heic(chelsea())[:5000], errors.CorruptImage, "corrupt_image", id="truncated-heic"),
         pytest.param(png_header(100_000, 100_000), errors.ImageTooLarge, "image_too_large", id="bomb"),
+        pytest.param(
+            heic_claiming(100_000, 100_000), errors.ImageTooLarge, "image_too_large", id="heic-bomb"
+        ),
         pytest.param(
             encode(Image.new("RGB", (1000, 100)), "PNG"),
             errors.ExtremeAspectRatio,
@@ -332,10 +461,13 @@ def test_bad_input_is_refused_with_its_text(raw: bytes, error: type[errors.BadIn
     assert not caught.value.retryable
 
 
-def test_bomb_is_refused_even_with_pillows_own_limit_off(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "raw", [png_header(100_000, 100_000), heic_claiming(100_000, 100_000)], ids=["png", "heic"]
+)
+def test_bomb_is_refused_even_with_pillows_own_limit_off(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(errors.ImageTooLarge):
-        imaging.prepare_upload(png_header(100_000, 100_000))  # 30 GB if it were ever decoded
+        imaging.prepare_upload(raw)  # 30 GB if it were ever decoded
 
 
 def test_pixel_cap_is_checked_on_the_header_before_decoding() -> None:
@@ -343,6 +475,15 @@ def test_pixel_cap_is_checked_on_the_header_before_decoding() -> None:
     # would fail as corrupt: ImageTooLarge proves the header alone decided.
     with pytest.raises(errors.ImageTooLarge):
         imaging.prepare_upload(png_header(8000, 8000))
+    with pytest.raises(errors.ImageTooLarge):
+        imaging.prepare_upload(heic_claiming(8000, 8000))
+
+
+def test_text_file_named_heic_is_not_an_image() -> None:
+    assert "IMG_0001.heic".endswith(imaging.INPUT_EXTENSIONS)  # its name alone would let it in
+    with pytest.raises(errors.NotAnImage) as caught:
+        imaging.prepare_upload(b"IMG_0001.HEIC\nnot a picture, just text\n")
+    assert caught.value.text_key == "not_an_image"
 
 
 # --- render_sticker: what comes back -------------------------------------------------------------

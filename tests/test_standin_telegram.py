@@ -169,6 +169,161 @@ def test_a_reply_carries_the_full_replied_to_message(tg: FakeTelegram) -> None:
     assert command["reply_to_message"] == photo
 
 
+# --- what users send: albums, stickers, GIFs, links ---------------------------------------------------
+def download(tg: FakeTelegram, api: httpx.Client, file_id: str) -> tuple[str, bytes]:
+    path = ok(api.post("/getFile", data={"file_id": file_id}))["file_path"]
+    response = httpx.get(f"{tg.url}/file/bot{TOKEN}/{path}")
+    assert response.status_code == 200
+    return str(path), response.content
+
+
+def test_an_album_arrives_as_messages_sharing_a_media_group_id(tg: FakeTelegram, api: httpx.Client) -> None:
+    photos = [("photo", image_bytes((64 + i, 64), "JPEG")) for i in range(3)]
+    album = tg.send_album(USER, photos, chat_id=-100500, chat_type="supergroup", caption="/cutout all")
+    updates = ok(api.post("/getUpdates"))
+    messages = [u["message"] for u in updates]
+    assert messages == album
+    [group_id] = {m["media_group_id"] for m in messages}
+    assert group_id.isdigit()
+    first = messages[0]["message_id"]
+    assert [m["message_id"] for m in messages] == [first, first + 1, first + 2]
+    assert [m.get("caption") for m in messages] == ["/cutout all", None, None]
+    assert messages[0]["caption_entities"] == [{"type": "bot_command", "offset": 0, "length": 7}]
+    assert [m["photo"][-1]["width"] for m in messages] == [64, 65, 66]
+    other = tg.send_album(USER, photos[:2], chat_id=-100500, chat_type="supergroup")
+    assert other[0]["media_group_id"] != group_id
+
+
+def test_a_shuffled_album_changes_the_update_order_but_not_the_message_ids(
+    tg: FakeTelegram, api: httpx.Client
+) -> None:
+    photos = [("photo", image_bytes((64, 64), "JPEG"))] * 5
+    album = tg.send_album(USER, photos, caption="five", shuffle=True, seed=3)
+    updates = ok(api.post("/getUpdates"))
+    delivered = [u["message"]["message_id"] for u in updates]
+    in_album_order = [m["message_id"] for m in album]
+    assert delivered != in_album_order and sorted(delivered) == in_album_order
+    assert in_album_order == list(range(in_album_order[0], in_album_order[0] + 5))
+    assert [u["update_id"] for u in updates] == sorted(u["update_id"] for u in updates)
+    assert next(u["message"] for u in updates if "caption" in u["message"]) == album[0]
+    # The same seed gives the same order: a failing test can be replayed.
+    again = tg.send_album(USER, photos, shuffle=True, seed=3)
+    later = ok(api.post("/getUpdates", data={"offset": str(updates[-1]["update_id"] + 1)}))
+    first = again[0]["message_id"]
+    assert [u["message"]["message_id"] - first for u in later] == [
+        i - album[0]["message_id"] for i in delivered
+    ]
+    # Two items shuffled can only come reversed.
+    pair = tg.send_album(USER, photos[:2], shuffle=True)
+    last = ok(api.post("/getUpdates", data={"offset": str(later[-1]["update_id"] + 1)}))
+    assert [u["message"]["message_id"] for u in last] == [pair[1]["message_id"], pair[0]["message_id"]]
+
+
+def test_albums_outside_telegrams_limits_are_refused(tg: FakeTelegram) -> None:
+    photo = ("photo", image_bytes((64, 64), "JPEG"))
+    document = ("document", b"%PDF-1.4", "a.pdf", "application/pdf")
+    for items in ([photo], [photo] * 11, [photo, document], [photo, ("video", b"")]):
+        with pytest.raises(ValueError):
+            tg.send_album(USER, items)
+    assert tg.pending_update_count == 0
+
+
+def test_a_document_album_and_single_items_with_a_media_group_id(tg: FakeTelegram, api: httpx.Client) -> None:
+    png = image_bytes((40, 40), "PNG", "RGBA")
+    album = tg.send_album(USER, [("document", png, "a.png", "image/png"), ("document", png, "b.png", None)])
+    assert [m["document"]["file_name"] for m in album] == ["a.png", "b.png"]
+    assert album[0]["document"]["mime_type"] == "image/png" and "mime_type" not in album[1]["document"]
+    assert download(tg, api, album[1]["document"]["file_id"])[1] == png
+    # Finer-grained: the items of one album, sent one by one (say, with another message in between).
+    photo = tg.send_photo(USER, image_bytes((64, 64), "JPEG"), media_group_id="777")
+    tg.send_text(USER, "hello")
+    document = tg.send_document(USER, png, file_name="c.png", mime_type="image/png", media_group_id="777")
+    assert photo["media_group_id"] == document["media_group_id"] == "777"
+    assert "media_group_id" not in tg.send_photo(USER, image_bytes((64, 64), "JPEG"))
+
+
+def test_a_users_static_sticker_is_a_webp_fetchable_with_get_file(
+    tg: FakeTelegram, api: httpx.Client
+) -> None:
+    wide = image_bytes((512, 300), "WEBP", "RGBA")
+    message = tg.send_sticker(USER, wide, emoji="😎", set_name="cats_by_someone_bot")
+    sticker = message["sticker"]
+    assert sticker["type"] == "regular" and sticker["emoji"] == "😎"
+    assert (sticker["width"], sticker["height"]) == (512, 300)
+    assert (sticker["is_animated"], sticker["is_video"]) == (False, False)
+    assert sticker["file_size"] == len(wide) and sticker["set_name"] == "cats_by_someone_bot"
+    path, data = download(tg, api, sticker["file_id"])
+    assert path.startswith("stickers/") and path.endswith(".webp")
+    assert data == wide and Image.open(io.BytesIO(data)).format == "WEBP"
+    [update] = ok(api.post("/getUpdates"))
+    assert update["message"] == message
+    with pytest.raises(ValueError, match="WEBP"):
+        tg.send_sticker(USER, image_bytes((512, 512), "PNG"))
+
+
+def test_animated_and_video_stickers_carry_their_flags(tg: FakeTelegram, api: httpx.Client) -> None:
+    tgs, webm = b"\x1f\x8b\x08\x00lottie", b"\x1a\x45\xdf\xa3webm"
+    animated = tg.send_sticker(USER, tgs, kind="animated")["sticker"]
+    video = tg.send_sticker(USER, webm, kind="video", chat_id=-7, chat_type="group")["sticker"]
+    assert (animated["is_animated"], animated["is_video"], animated["emoji"]) == (True, False, "🙂")
+    assert (video["is_animated"], video["is_video"]) == (False, True)
+    tgs_path, tgs_data = download(tg, api, animated["file_id"])
+    webm_path, webm_data = download(tg, api, video["file_id"])
+    assert (tgs_path.endswith(".tgs"), tgs_data) == (True, tgs)
+    assert (webm_path.endswith(".webm"), webm_data) == (True, webm)
+    # The bot may send a sticker a user sent back by file_id; it stays what it was.
+    again = ok(api.post("/sendSticker", data={"chat_id": str(USER), "sticker": animated["file_id"]}))
+    assert again["sticker"] == animated
+    with pytest.raises(ValueError, match="kind"):
+        tg.send_sticker(USER, tgs, kind="lottie")
+
+
+def test_a_gif_arrives_as_an_animation_and_a_document(tg: FakeTelegram, api: httpx.Client) -> None:
+    message = tg.send_animation(USER, b"mp4 bytes", file_name="dance.gif.mp4", caption="cut me")
+    animation, document = message["animation"], message["document"]
+    assert animation["file_id"] == document["file_id"]
+    assert animation["mime_type"] == document["mime_type"] == "video/mp4"
+    assert {"width", "height", "duration"} <= animation.keys() and "duration" not in document
+    assert message["caption"] == "cut me" and "photo" not in message
+    path, data = download(tg, api, animation["file_id"])
+    assert path.startswith("animations/") and data == b"mp4 bytes"
+
+
+def test_videos_and_voice_notes_arrive_with_their_own_fields(tg: FakeTelegram, api: httpx.Client) -> None:
+    video = tg.send_video(USER, b"video", width=1280, height=720, duration=9)["video"]
+    assert (video["width"], video["height"], video["duration"], video["mime_type"]) == (
+        1280,
+        720,
+        9,
+        "video/mp4",
+    )
+    voice = tg.send_voice(USER, b"OggS voice", duration=4)["voice"]
+    assert (voice["duration"], voice["mime_type"], voice["file_size"]) == (4, "audio/ogg", 10)
+    assert download(tg, api, voice["file_id"])[0].startswith("voice/")
+
+
+def test_links_get_url_entities_counted_in_utf16_units(tg: FakeTelegram) -> None:
+    text = "🙂 see https://example.com/cat.jpg, t.me/cats and (http://127.0.0.1:8080/a?b=1)."
+    entities = tg.send_text(USER, text)["entities"]
+    assert entities == [
+        {"type": "url", "offset": 7, "length": 27},  # the emoji counts as 2 units
+        {"type": "url", "offset": 36, "length": 9},
+        {"type": "url", "offset": 51, "length": 27},  # without the closing ")."
+    ]
+    utf16 = text.encode("utf-16-le")
+    shown = [utf16[2 * e["offset"] : 2 * (e["offset"] + e["length"])].decode("utf-16-le") for e in entities]
+    assert shown == ["https://example.com/cat.jpg", "t.me/cats", "http://127.0.0.1:8080/a?b=1"]
+    # File names, versions and e-mail addresses are not links.
+    assert "entities" not in tg.send_text(USER, "photo.jpg v1.2 ada@example.com")
+    command = tg.send_text(USER, "/cutout https://example.com/me.png")
+    assert command["entities"] == [
+        {"type": "bot_command", "offset": 0, "length": 7},
+        {"type": "url", "offset": 8, "length": 26},
+    ]
+    photo = tg.send_photo(USER, image_bytes((64, 64), "JPEG"), caption="👋🏽 www.example.org")
+    assert photo["caption_entities"] == [{"type": "url", "offset": 5, "length": 15}]
+
+
 # --- messages -----------------------------------------------------------------------------------------
 def test_the_bot_cannot_write_first_to_someone_who_never_started_it(api: httpx.Client) -> None:
     assert error(api.post("/sendMessage", data={"chat_id": str(STRANGER), "text": "hi"}), 403) == (
@@ -326,6 +481,53 @@ def test_inline_answers_may_only_use_stickers_the_bot_has_sent(tg: FakeTelegram,
     assert [r["id"] for r in tg.inline_answers[-1]["results"]] == ["a", "b"]
 
 
+# --- restricted groups --------------------------------------------------------------------------------
+def test_a_group_without_sticker_rights_refuses_stickers_but_accepts_texts(
+    tg: FakeTelegram, api: httpx.Client
+) -> None:
+    group = -100500
+    asked = tg.send_text(USER, "/cutout", chat_id=group, chat_type="supergroup")
+    tg.restrict_chat(group, stickers=False)
+    assert error(sticker_upload(api, chat_id=group), 400) == (
+        "Bad Request: not enough rights to send stickers to the chat"
+    )
+    png = {"document": ("cutout.png", image_bytes((64, 64), "PNG", "RGBA"), "image/png")}
+    ok(api.post("/sendDocument", data={"chat_id": str(group)}, files=png))
+    sent = ok(
+        api.post(
+            "/sendMessage",
+            data={
+                "chat_id": str(group),
+                "text": "Stickers are off here",
+                "reply_to_message_id": str(asked["message_id"]),
+            },
+        )
+    )
+    assert ok(sticker_upload(api, chat_id=USER))["chat"]["id"] == USER  # other chats are unaffected
+    tg.restrict_chat(group, stickers=False, documents=False, photos=False, messages=False)
+    jpeg = {"photo": ("p.jpg", image_bytes((64, 64), "JPEG"), "image/jpeg")}
+    refusals = {
+        "documents": api.post("/sendDocument", data={"chat_id": str(group)}, files=png),
+        "photos": api.post("/sendPhoto", data={"chat_id": str(group)}, files=jpeg),
+        "messages": api.post("/sendMessage", data={"chat_id": str(group), "text": "hi"}),
+    }
+    assert {kind: error(answer, 400) for kind, answer in refusals.items()} == {
+        "documents": "Bad Request: not enough rights to send documents to the chat",
+        "photos": "Bad Request: not enough rights to send photos to the chat",
+        "messages": "Bad Request: not enough rights to send text messages to the chat",
+    }
+    # The bot's own messages can still be edited and deleted.
+    where = {"chat_id": str(group), "message_id": str(sent["message_id"])}
+    assert (
+        ok(api.post("/editMessageText", data={**where, "text": "Sent as a file"}))["text"] == "Sent as a file"
+    )
+    assert ok(api.post("/deleteMessage", data=where)) is True
+    tg.restrict_chat(group)
+    assert ok(sticker_upload(api, chat_id=group))["chat"]["id"] == group
+    with pytest.raises(ValueError):
+        tg.restrict_chat(USER, stickers=False)
+
+
 # --- fault injection and webhooks ---------------------------------------------------------------------
 def test_fail_next_answers_429_with_retry_after_then_recovers(tg: FakeTelegram, api: httpx.Client) -> None:
     tg.fail_next(
@@ -394,3 +596,36 @@ async def test_ptb_bot_talks_to_the_stand_in(tg: FakeTelegram) -> None:
             await bot.send_message(USER, "too fast")
 
     assert [m.get("text") for m in tg.messages_in(USER)] == ["Got it", None]
+
+
+async def test_ptb_maps_missing_rights_to_bad_request_and_parses_what_users_send(tg: FakeTelegram) -> None:
+    bot = telegram.Bot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot")
+    async with bot:
+        tg.send_text(USER, "hello", chat_id=-100500, chat_type="supergroup")  # the bot now knows the group
+        tg.restrict_chat(-100500, stickers=False)
+        with pytest.raises(BadRequest) as refused:
+            await bot.send_sticker(-100500, WEBP_512)
+        # PTB drops the "Bad Request: " prefix and capitalizes the rest.
+        assert refused.value.message == "Not enough rights to send stickers to the chat"
+        assert (await bot.send_message(-100500, "Here it is as a file instead")).text
+
+        tg.send_album(USER, [("photo", image_bytes((64, 64), "JPEG"))] * 2, caption="two", shuffle=True)
+        tg.send_sticker(USER, b"\x1f\x8b lottie", kind="animated")
+        tg.send_animation(USER, b"mp4")
+        tg.send_video(USER, b"mp4")
+        tg.send_voice(USER, b"ogg")
+        tg.send_text(USER, "🙂 https://example.com/x.png")
+        # PTB parses every object: a field the Bot API requires and the stand-in left out would raise here.
+        updates = await bot.get_updates()
+        messages = [u.message for u in updates if u.message is not None and u.message.chat.id == USER]
+        album = [m for m in messages if m.media_group_id]  # in delivery order: two items, reversed
+        assert [m.caption for m in album] == [None, "two"] and album[0].message_id > album[1].message_id
+        sticker, gif, video, voice, text = messages[2:]
+        assert sticker.sticker is not None and sticker.sticker.is_animated
+        assert (
+            gif.animation is not None
+            and gif.document is not None
+            and gif.effective_attachment == gif.animation
+        )
+        assert video.video is not None and voice.voice is not None and voice.voice.mime_type == "audio/ogg"
+        assert text.parse_entities([telegram.MessageEntity.URL]).popitem()[1] == "https://example.com/x.png"

@@ -11,9 +11,16 @@ Pure CPU- and disk-bound functions with no shared state: callers run them in a w
 """
 
 from bot.imaging.archive import ZIP_MAX_PART_BYTES, write_zip_parts
-from bot.imaging.decode import MAX_PIXELS, sniff_image
+from bot.imaging.decode import INPUT_EXTENSIONS, INPUT_FORMATS_TEXT, MAX_PIXELS, sniff_image
 from bot.imaging.outline import add_outline, outline_width
-from bot.imaging.prepare import API_MAX_BYTES, API_MAX_SIDE, MAX_ASPECT, PreparedImage, prepare_upload
+from bot.imaging.prepare import (
+    API_MAX_BYTES,
+    API_MAX_SIDE,
+    MAX_ASPECT,
+    MIN_SIDE,
+    PreparedImage,
+    prepare_upload,
+)
 from bot.imaging.render import (
     ALPHA_THRESHOLD,
     PHOTO_MAX_BYTES,
@@ -35,8 +42,11 @@ __all__ = [
     "ALPHA_THRESHOLD",
     "API_MAX_BYTES",
     "API_MAX_SIDE",
+    "INPUT_EXTENSIONS",
+    "INPUT_FORMATS_TEXT",
     "MAX_ASPECT",
     "MAX_PIXELS",
+    "MIN_SIDE",
     "PHOTO_MAX_BYTES",
     "PROP_DPI",
     "PROP_MARGIN",

@@ -8,15 +8,36 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pillow_heif
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from bot import errors
 
+pillow_heif.register_heif_opener()  # adds Pillow's "HEIF" plugin (iPhone photos), once per process
+
 MAX_PIXELS: int = 50_000_000  # decompression-bomb cap, checked on the header before decoding
 
-# Pillow plugins we let near user bytes: the API's formats Pillow reads, plus GIF. Naming them
-# keeps the rest (EPS runs Ghostscript, for one) away from untrusted input.
-INPUT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG also opens MPO
+# Pillow plugins we let near user bytes: the API's formats Pillow reads, plus GIF, HEIF and AVIF
+# (these three always go up as JPEG). Naming them keeps the rest (EPS runs Ghostscript, for one)
+# away from untrusted input. AVIF before HEIF: both claim the generic mif1/msf1 brands, and our
+# libheif, having no AV1 decoder, would open an AVIF only to fail on its pixels; libavif turns a
+# HEIC away at once.
+INPUT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "AVIF", "HEIF")  # JPEG also opens MPO
+INPUT_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".heic",
+    ".heif",
+    ".avif",
+)
+INPUT_FORMATS_TEXT = "JPG, PNG, WEBP, HEIC, AVIF, BMP, TIFF or GIF"  # for texts that list them
 CUTOUT_FORMATS = ("PNG", "JPEG", "WEBP")
 _MAGIC = (
     b"\xff\xd8\xff",  # JPEG, JFIF, MPO
@@ -28,6 +49,22 @@ _MAGIC = (
     b"MM\x00*",
     b"II+\x00",
     b"MM\x00+",
+)
+# ISO-BMFF major brands (an ``ftyp`` box at offset 4) of HEIC/HEIF stills and sequences, then AVIF.
+# hevx and hevs too: the HEIF plugin opens them.
+_ISO_BRANDS = (
+    b"heic",
+    b"heix",
+    b"hevc",
+    b"hevx",
+    b"heim",
+    b"heis",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+    b"avif",
+    b"avis",
 )
 # EXIF orientation -> the transposition that makes the picture upright (as ImageOps.exif_transpose)
 UPRIGHT = {
@@ -43,7 +80,11 @@ UPRIGHT = {
 
 def sniff_image(head: bytes) -> bool:
     """Whether the first bytes of a file look like a format :func:`prepare_upload` reads."""
-    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return (
+        head.startswith(_MAGIC)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or (head[4:8] == b"ftyp" and head[8:12] in _ISO_BRANDS)
+    )
 
 
 def open_image(raw: bytes, formats: tuple[str, ...]) -> Image.Image:
@@ -84,6 +125,8 @@ def load(im: Image.Image) -> None:
 
 def orientation(im: Image.Image) -> int:
     """The EXIF orientation (1 = upright); broken EXIF counts as upright rather than refusing the photo."""
+    if im.format == "HEIF":  # libheif has applied the file's rotation (irot, imir); EXIF only echoes it
+        return 1
     try:
         value: Any = im.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:

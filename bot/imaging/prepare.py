@@ -21,11 +21,13 @@ from bot.imaging.decode import (
 )
 
 MAX_ASPECT: float = 8.0  # longer side / shorter side; above this there is no head to find
+MIN_SIDE = 128  # px on the long side; below this there is no face to find
 API_MAX_SIDE = 4096
 API_MAX_BYTES = 20 * 1024 * 1024
 UPLOAD_JPEG_QUALITY = 92
 
 _UPLOAD_QUALITIES = (UPLOAD_JPEG_QUALITY, 85, 75, 60, 45)
+_SENT_AS_IS = ("JPEG", "MPO", "PNG")  # formats the API takes that may go up byte for byte; never HEIF or AVIF
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,19 @@ class PreparedImage:
 def prepare_upload(raw: bytes) -> PreparedImage:
     """Check and normalise a user's image for upload to the cutout API.
 
-    An upright RGB JPEG or PNG within the API's limits goes out byte for byte. Anything else is
-    decoded (first frame), turned upright, converted to sRGB, flattened onto white if it has
-    transparency, fitted into 4096 x 4096 and sent as a metadata-free JPEG of at most 20 MB.
+    A picture under ``MIN_SIDE`` px on its long side is refused from its header. An upright RGB
+    JPEG or PNG within the API's limits goes out byte for byte. Anything else (HEIC and AVIF
+    always) is decoded (first frame), turned upright, converted to sRGB, flattened onto white if it
+    has transparency, fitted into 4096 x 4096 and sent as a metadata-free JPEG of at most 20 MB.
     """
     im = open_image(raw, INPUT_FORMATS)
     width, height = im.size
+    if max(width, height) < MIN_SIDE:
+        if orientation(im) >= 5:  # 5 to 8 turn it a quarter: say the size the user sees
+            width, height = height, width
+        raise errors.ImageTooSmall(
+            f"{width}x{height} is under {MIN_SIDE} px on its long side", width=width, height=height
+        )
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise errors.ExtremeAspectRatio(f"{width}x{height} is more than {MAX_ASPECT:g}:1")
     digest = hashlib.sha256(raw).hexdigest()
@@ -59,7 +68,7 @@ def prepare_upload(raw: bytes) -> PreparedImage:
     turn = orientation(im)
 
     if (
-        im.format in ("JPEG", "MPO", "PNG")
+        im.format in _SENT_AS_IS
         and im.mode == "RGB"
         and "transparency" not in im.info
         and not (im.format == "PNG" and getattr(im, "is_animated", False))

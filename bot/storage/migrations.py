@@ -113,6 +113,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX props_by_chat ON props(chat_id, created_at);
     """,
+    # 3: links, albums and chats that refuse stickers. A job may come from a link (url) and belong to
+    # a batch answered in order (an album, or the links of one message); one message may ask for
+    # several jobs, so a job is unique per (chat, message, part).
+    """
+    ALTER TABLE jobs ADD COLUMN url TEXT;
+    ALTER TABLE jobs ADD COLUMN batch_id TEXT;
+    ALTER TABLE jobs ADD COLUMN batch_index INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN origin_part INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX jobs_origin;
+    CREATE UNIQUE INDEX jobs_origin ON jobs(chat_id, origin_message_id, origin_part);
+    ALTER TABLE chat_settings ADD COLUMN no_stickers INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

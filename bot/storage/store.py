@@ -46,6 +46,10 @@ class JobRecord:
     options: CutoutOptions = field(default_factory=CutoutOptions)
     source_name: str | None = None  # the user's file name, or None for a camera photo
     parts_sent: int = 0  # parts of the answer already sent (CutoutOptions.parts, in order)
+    url: str | None = None  # a link to the picture (the API fetches it); None for a Telegram file
+    batch_id: str | None = None  # jobs answered together, in order: an album, or one message's links
+    batch_index: int = 0  # the order within the batch
+    origin_part: int = 0  # which of the message's requests (several links in one message)
 
     @property
     def is_private(self) -> bool:
@@ -158,10 +162,11 @@ class Store:
             f"UPDATE jobs SET {assignments} WHERE id = ?", [*map(_to_db, values.values()), job.id]
         )
 
-    def job_for_origin(self, chat_id: int, origin_message_id: int) -> JobRecord | None:
+    def job_for_origin(self, chat_id: int, origin_message_id: int, part: int = 0) -> JobRecord | None:
         """The job a message already asked for, if any (an update delivered again after a crash)."""
         row = self._db.execute(
-            "SELECT * FROM jobs WHERE chat_id = ? AND origin_message_id = ?", (chat_id, origin_message_id)
+            "SELECT * FROM jobs WHERE chat_id = ? AND origin_message_id = ? AND origin_part = ?",
+            (chat_id, origin_message_id, part),
         ).fetchone()
         return _job(row) if row else None
 
@@ -264,18 +269,20 @@ class Store:
             emoji=row["emoji"],
             props_since=row["props_since"],
             zip_since=row["zip_since"],
+            no_stickers=bool(row["no_stickers"]),
         )
 
     def save_chat_settings(self, settings: ChatSettings) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO chat_settings (chat_id, options, emoji, props_since, zip_since) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO chat_settings "
+            "(chat_id, options, emoji, props_since, zip_since, no_stickers) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 settings.chat_id,
                 settings.options.to_json(),
                 settings.emoji,
                 settings.props_since,
                 settings.zip_since,
+                int(settings.no_stickers),
             ),
         )
 

@@ -15,9 +15,15 @@ stickers of the wrong size, bad sticker set names, unknown file ids, unparsable 
 nothing. Everything is kept in memory. Every inspection method is thread-safe; from inside an event loop
 that also runs the bot, use the ``*_async`` variants so the loop keeps serving the bot while the test waits.
 
+Users can send what a Telegram client sends a bot: texts (with command, mention and url entities), photos,
+files, albums (one message per item sharing a ``media_group_id``, optionally delivered out of order),
+stickers (static WEBP, animated TGS, video WEBM), GIFs (as ``animation`` plus ``document``), videos and
+voice notes. Groups can forbid the bot stickers, documents, photos or texts with
+:meth:`FakeTelegram.restrict_chat`.
+
 Deliberate simplifications: group privacy mode is off (every group message is delivered, so the bot's own
 filters are what is tested), there is no flood control (inject 429s with :meth:`FakeTelegram.fail_next`),
-and only static stickers exist.
+the bot uploads and packs static stickers only, and the bot is never an admin of a restricted group.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import itertools
 import json
 import logging
 import mimetypes
+import random
 import re
 import secrets
 import threading
@@ -63,6 +70,15 @@ WRONG_FILE_ID = "Bad Request: wrong file identifier/HTTP URL specified"
 QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 STICKERSET_INVALID = "Bad Request: STICKERSET_INVALID"
 PEER_ID_INVALID = "Bad Request: PEER_ID_INVALID"
+# What the bot is refused in a group that forbids it a kind of message (see FakeTelegram.restrict_chat).
+NOT_ENOUGH_RIGHTS = {
+    "stickers": "Bad Request: not enough rights to send stickers to the chat",
+    "documents": "Bad Request: not enough rights to send documents to the chat",
+    "photos": "Bad Request: not enough rights to send photos to the chat",
+    "messages": "Bad Request: not enough rights to send text messages to the chat",
+}
+MIN_ALBUM_ITEMS = 2
+MAX_ALBUM_ITEMS = 10
 
 _CHAT_ACTIONS = frozenset(
     [
@@ -149,6 +165,21 @@ _COMMAND_RE = re.compile(r"/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]+)?")
 _BOT_COMMAND_NAME_RE = re.compile(r"[a-z0-9_]{1,32}")
 _SET_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# A link as Telegram's clients spot it: with an http(s) scheme, or a bare domain ending in a known TLD.
+_URL_RE = re.compile(
+    r"(?<![\w@./-])(?:https?://[^\s<>\"]+|(?:[\w-]+\.)+(?P<tld>[\w-]+)(?::\d{1,5})?(?:[/?#][^\s<>\"]*)?)",
+    re.IGNORECASE,
+)
+# Enough of the TLD list for tests: "photo.jpg" or "v1.2" must not turn into links.
+_LINK_TLDS = frozenset(
+    [
+        *("com", "net", "org", "info", "biz", "io", "me", "co", "ai", "app", "dev", "xyz", "site", "online"),
+        *("ru", "ua", "de", "uk", "fr", "it", "es", "nl", "eu", "us", "ca", "au", "in", "jp", "cn", "br"),
+        *("pl", "ly", "gl", "to", "tv", "tr", "kz", "by", "su", "cc", "news", "blog", "store", "shop"),
+        *("link", "page", "pro", "рф"),
+    ]
+)
+_URL_TRAILING = ".,:;!?'\""
 
 
 class ApiError(Exception):
@@ -214,7 +245,7 @@ class _Upload:
 class _StoredFile:
     data: bytes
     unique_id: str
-    kind: str  # "photo" | "document" | "sticker"
+    kind: str  # "photo" | "document" | "sticker" | "animation" | "video" | "voice"
     size: int
     ext: str
     path: str | None = None
@@ -562,6 +593,7 @@ class FakeTelegram:
         self._users: dict[int, _User] = {}
         self._chats: dict[int, dict[str, Any]] = {}
         self._admins: dict[int, dict[int, str]] = {}  # group id -> user id -> "creator" | "administrator"
+        self._forbidden: dict[int, frozenset[str]] = {}  # group id -> kinds the bot may not send there
         self._messages: dict[int, dict[int, dict[str, Any]]] = {}
         self._bot_messages: set[tuple[int, int]] = set()
         self._formatting: dict[tuple[int, int], str] = {}
@@ -573,6 +605,8 @@ class FakeTelegram:
         self._files: dict[str, _StoredFile] = {}
         self._paths: dict[str, str] = {}
         self._photo_ladders: dict[str, list[dict[str, Any]]] = {}
+        self._user_stickers: dict[str, dict[str, Any]] = {}  # file_id -> sticker object, as a user sent it
+        self._media_group_ids = itertools.count(13_589_349_713_592_613, 7919)
         self._callback_queries: dict[str, bool] = {}  # id -> answered
         self._inline_queries: dict[str, bool] = {}
         self._inline_answers: list[dict[str, Any]] = []
@@ -737,6 +771,28 @@ class FakeTelegram:
         with self._cond:
             self._user(user_id, started=False).blocked = True
 
+    def restrict_chat(
+        self,
+        chat_id: int,
+        *,
+        stickers: bool = True,
+        documents: bool = True,
+        photos: bool = True,
+        messages: bool = True,
+    ) -> None:
+        """A group's admins forbid members, the bot included, some kinds of messages (``False`` = forbidden).
+
+        The bot's sendSticker, sendDocument, sendPhoto or sendMessage there then answers 400 with
+        :data:`NOT_ENOUGH_RIGHTS`; edits and deletions of its own messages stay allowed. Calling again
+        replaces the rules; all ``True`` lifts them.
+        """
+        if chat_id >= 0:
+            raise ValueError("only groups (negative chat ids) can restrict what members send")
+        allowed = {"stickers": stickers, "documents": documents, "photos": photos, "messages": messages}
+        with self._cond:
+            self._forbidden[chat_id] = frozenset(kind for kind, ok in allowed.items() if not ok)
+            self._changed()
+
     # --- incoming updates --------------------------------------------------------------------------
     def send_text(
         self,
@@ -747,7 +803,7 @@ class FakeTelegram:
         chat_type: str = "private",
         reply_to_message_id: int | None = None,
     ) -> dict[str, Any]:
-        """The user sends a text message; commands and mentions of the bot get their entities."""
+        """The user sends a text message; commands, mentions of the bot and links get their entities."""
         content: dict[str, Any] = {"text": text}
         entities = self._entities(text)
         if entities:
@@ -763,13 +819,15 @@ class FakeTelegram:
         chat_type: str = "private",
         caption: str | None = None,
         reply_to_message_id: int | None = None,
+        media_group_id: str | None = None,
     ) -> dict[str, Any]:
-        """The user sends a compressed photo: it arrives as a ladder of JPEG sizes, smallest first."""
-        with Image.open(io.BytesIO(image)) as opened:
-            ladder = self._store_photo(opened)
-        content: dict[str, Any] = {"photo": ladder}
+        """The user sends a compressed photo: it arrives as a ladder of JPEG sizes, smallest first.
+
+        ``media_group_id`` makes it one item of an album; :meth:`send_album` sends a whole one.
+        """
+        content = self._photo_content(image)
         self._add_caption(content, caption)
-        return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id)
+        return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id, media_group_id)
 
     def send_document(
         self,
@@ -783,15 +841,188 @@ class FakeTelegram:
         caption: str | None = None,
         declared_size: int | None = None,
         reply_to_message_id: int | None = None,
+        media_group_id: str | None = None,
     ) -> dict[str, Any]:
         """The user sends a file uncompressed; ``declared_size`` fakes a big file without storing it."""
-        size = len(data) if declared_size is None else declared_size
-        file_id, unique_id = self._store_file(data, "document", _ext(file_name, mime_type), size=size)
-        document: dict[str, Any] = {"file_id": file_id, "file_unique_id": unique_id, "file_name": file_name}
-        if mime_type:
-            document["mime_type"] = mime_type
-        document["file_size"] = size
-        content: dict[str, Any] = {"document": document}
+        content = self._document_content(data, file_name, mime_type, declared_size)
+        self._add_caption(content, caption)
+        return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id, media_group_id)
+
+    def send_album(
+        self,
+        user_id: int,
+        items: list[tuple[Any, ...]],
+        *,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        caption: str | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The user sends an album: each item arrives as its own message, all sharing one ``media_group_id``.
+
+        ``items`` holds 2 to 10 ``("photo", jpeg_bytes)`` or ``("document", data, file_name, mime_type)``
+        tuples; as on Telegram, documents are grouped only with documents. Message ids follow album order
+        and the caption rides on the first item. ``shuffle=True`` queues the updates in an order that is not
+        the album's (a permutation drawn from ``seed``, never the sorted one), as Telegram sometimes
+        delivers them. Returns the messages in album order.
+        """
+        if not MIN_ALBUM_ITEMS <= len(items) <= MAX_ALBUM_ITEMS:
+            raise ValueError(f"an album holds {MIN_ALBUM_ITEMS} to {MAX_ALBUM_ITEMS} items, not {len(items)}")
+        kinds = set()
+        for item in items:
+            if not (
+                (len(item) == 2 and item[0] == "photo" and isinstance(item[1], bytes))
+                or (len(item) == 4 and item[0] == "document" and isinstance(item[1], bytes))
+            ):
+                raise ValueError(
+                    f"album items are ('photo', bytes) or ('document', bytes, file_name, mime_type), "
+                    f"not {item[:1]!r}"
+                )
+            kinds.add(item[0])
+        if len(kinds) > 1:
+            raise ValueError("documents can be grouped in an album only with other documents")
+        contents = [
+            self._photo_content(item[1]) if item[0] == "photo" else self._document_content(*item[1:])
+            for item in items
+        ]
+        self._add_caption(contents[0], caption)
+        order = list(range(len(items)))
+        if shuffle:
+            random.Random(seed).shuffle(order)
+            if order == sorted(order):
+                order.reverse()
+        with self._cond:
+            media_group_id = str(next(self._media_group_ids))
+            messages = [
+                self._incoming_message(user_id, chat_id, chat_type, content, None, media_group_id)
+                for content in contents
+            ]
+            for index in order:
+                self._queue_update("message", messages[index])
+            return copy.deepcopy(messages)
+
+    def send_sticker(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        kind: str = "static",
+        emoji: str | None = "🙂",
+        set_name: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        reply_to_message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """The user sends a sticker: ``kind`` "static" (a WEBP image), "animated" (TGS) or "video" (WEBM).
+
+        The file is stored as given and can be fetched with getFile; a static sticker must be a WEBP.
+        """
+        if kind == "static":
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image_format, (width, height) = image.format, image.size
+            except (UnidentifiedImageError, OSError) as exc:
+                raise ValueError("a static sticker is a WEBP image") from exc
+            if image_format != "WEBP":
+                raise ValueError(f"a static sticker is a WEBP image, not {image_format}")
+            ext = "webp"
+        elif kind in ("animated", "video"):
+            width = height = STICKER_SIDE
+            ext = "tgs" if kind == "animated" else "webm"
+        else:
+            raise ValueError(f"sticker kind is 'static', 'animated' or 'video', not {kind!r}")
+        file_id, _ = self._store_file(data, "sticker", ext)
+        with self._cond:
+            sticker = self._sticker_object(
+                file_id, width, height, is_animated=kind == "animated", is_video=kind == "video"
+            )
+            if emoji:
+                sticker["emoji"] = emoji
+            if set_name:
+                sticker["set_name"] = set_name
+            self._user_stickers[file_id] = copy.deepcopy(sticker)
+        return self._incoming(user_id, chat_id, chat_type, {"sticker": sticker}, reply_to_message_id)
+
+    def send_animation(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        file_name: str = "animation.mp4",
+        width: int = 320,
+        height: int = 240,
+        duration: int = 2,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        caption: str | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """The user sends a GIF: Telegram delivers it as an MP4 ``animation``, repeated as ``document``."""
+        file_id, unique_id = self._store_file(data, "animation", _ext(file_name, "video/mp4"))
+        common = {
+            "file_id": file_id,
+            "file_unique_id": unique_id,
+            "file_name": file_name,
+            "mime_type": "video/mp4",
+            "file_size": len(data),
+        }
+        animation = {**common, "width": width, "height": height, "duration": duration}
+        content: dict[str, Any] = {"animation": animation, "document": dict(common)}
+        self._add_caption(content, caption)
+        return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id)
+
+    def send_video(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        file_name: str = "video.mp4",
+        width: int = 640,
+        height: int = 360,
+        duration: int = 3,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        caption: str | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """The user sends a video: it arrives as ``message.video`` (MP4)."""
+        file_id, unique_id = self._store_file(data, "video", _ext(file_name, "video/mp4"))
+        video = {
+            "file_id": file_id,
+            "file_unique_id": unique_id,
+            "width": width,
+            "height": height,
+            "duration": duration,
+            "file_name": file_name,
+            "mime_type": "video/mp4",
+            "file_size": len(data),
+        }
+        content: dict[str, Any] = {"video": video}
+        self._add_caption(content, caption)
+        return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id)
+
+    def send_voice(
+        self,
+        user_id: int,
+        data: bytes,
+        *,
+        duration: int = 2,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        caption: str | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """The user records a voice note: it arrives as ``message.voice`` (OGG/Opus)."""
+        file_id, unique_id = self._store_file(data, "voice", "oga")
+        voice = {
+            "file_id": file_id,
+            "file_unique_id": unique_id,
+            "duration": duration,
+            "mime_type": "audio/ogg",
+            "file_size": len(data),
+        }
+        content: dict[str, Any] = {"voice": voice}
         self._add_caption(content, caption)
         return self._incoming(user_id, chat_id, chat_type, content, reply_to_message_id)
 
@@ -1110,7 +1341,7 @@ class FakeTelegram:
             event.set()
 
     def _entities(self, text: str) -> list[dict[str, Any]]:
-        entities = []
+        entities: list[dict[str, Any]] = []
         command = _COMMAND_RE.match(text)
         command_end = 0
         if command:
@@ -1125,7 +1356,16 @@ class FakeTelegram:
                     "length": _utf16_len(found.group()),
                 }
             )
-        return entities
+        taken = [(e["offset"], e["offset"] + e["length"]) for e in entities]
+        for found in _URL_RE.finditer(text):
+            tld = found.group("tld")
+            if tld is not None and tld.lower() not in _LINK_TLDS:
+                continue
+            url = _trim_url(found.group())
+            offset, length = _utf16_len(text[: found.start()]), _utf16_len(url)
+            if not any(offset < end and start < offset + length for start, end in taken):
+                entities.append({"type": "url", "offset": offset, "length": length})
+        return sorted(entities, key=lambda entity: entity["offset"])
 
     def _add_caption(self, content: dict[str, Any], caption: str | None) -> None:
         if caption is None:
@@ -1135,6 +1375,21 @@ class FakeTelegram:
         if entities:
             content["caption_entities"] = entities
 
+    def _photo_content(self, image: bytes) -> dict[str, Any]:
+        with Image.open(io.BytesIO(image)) as opened:
+            return {"photo": self._store_photo(opened)}
+
+    def _document_content(
+        self, data: bytes, file_name: str, mime_type: str | None, declared_size: int | None = None
+    ) -> dict[str, Any]:
+        size = len(data) if declared_size is None else declared_size
+        file_id, unique_id = self._store_file(data, "document", _ext(file_name, mime_type), size=size)
+        document: dict[str, Any] = {"file_id": file_id, "file_unique_id": unique_id, "file_name": file_name}
+        if mime_type:
+            document["mime_type"] = mime_type
+        document["file_size"] = size
+        return {"document": document}
+
     def _incoming(
         self,
         user_id: int,
@@ -1142,7 +1397,25 @@ class FakeTelegram:
         chat_type: str,
         content: dict[str, Any],
         reply_to_message_id: int | None,
+        media_group_id: str | None = None,
     ) -> dict[str, Any]:
+        with self._cond:
+            message = self._incoming_message(
+                user_id, chat_id, chat_type, content, reply_to_message_id, media_group_id
+            )
+            self._queue_update("message", message)
+            return copy.deepcopy(message)
+
+    def _incoming_message(
+        self,
+        user_id: int,
+        chat_id: int | None,
+        chat_type: str,
+        content: dict[str, Any],
+        reply_to_message_id: int | None,
+        media_group_id: str | None,
+    ) -> dict[str, Any]:
+        """A user's message, stored in its chat but not yet queued as an update."""
         with self._cond:
             user = self._user(user_id, started=chat_type == "private")
             if chat_type == "private":
@@ -1171,10 +1444,11 @@ class FakeTelegram:
                 if replied is None:
                     raise ValueError(f"no message {reply_to_message_id} in chat {chat_id} to reply to")
                 message["reply_to_message"] = _without_reply(replied)
-            message.update(content)
+            if media_group_id is not None:
+                message["media_group_id"] = media_group_id
+            message.update(copy.deepcopy(content))
             self._messages.setdefault(chat_id, {})[message["message_id"]] = message
-            self._queue_update("message", message)
-            return copy.deepcopy(message)
+            return message
 
     def _new_message_id(self, chat_id: int) -> int:
         message_id = self._next_message_id.get(chat_id, 1)
@@ -1184,7 +1458,14 @@ class FakeTelegram:
     def _store_file(self, data: bytes, kind: str, ext: str, *, size: int | None = None) -> tuple[str, str]:
         with self._cond:
             number = next(self._file_counter)
-            prefix = {"photo": "AgACAgIAAxkBAAI", "sticker": "CAACAgIAAxkBAAI", "document": "BQACAgIAAxkBAAI"}
+            prefix = {
+                "photo": "AgACAgIAAxkBAAI",
+                "sticker": "CAACAgIAAxkBAAI",
+                "document": "BQACAgIAAxkBAAI",
+                "animation": "CgACAgIAAxkBAAI",
+                "video": "BAACAgIAAxkBAAI",
+                "voice": "AwACAgIAAxkBAAI",
+            }
             file_id = f"{prefix[kind]}{number:x}{secrets.token_urlsafe(16)}"
             unique_id = f"AQAD{number:x}{secrets.token_urlsafe(6)}"
             size = len(data) if size is None else size
@@ -1209,7 +1490,8 @@ class FakeTelegram:
                 self._photo_ladders[size["file_id"]] = ladder
         return copy.deepcopy(ladder)
 
-    def _chat_for_send(self, params: _Params) -> dict[str, Any]:
+    def _chat_for_send(self, params: _Params, *, kind: str | None = None) -> dict[str, Any]:
+        """The chat to send to; ``kind`` ("stickers", "messages", ...) is checked against its restrictions."""
         chat_id = params.get("chat_id")
         if chat_id is None or chat_id == "":
             raise _bad("chat_id is empty")
@@ -1226,6 +1508,8 @@ class FakeTelegram:
         chat = self._chats.get(chat_id)
         if chat is None:
             raise _bad("chat not found")
+        if kind is not None and kind in self._forbidden.get(chat_id, frozenset()):
+            raise ApiError(400, NOT_ENOUGH_RIGHTS[kind])
         return chat
 
     def _message_for_edit(self, params: _Params, missing: str) -> tuple[int, dict[str, Any]]:
@@ -1341,7 +1625,9 @@ class FakeTelegram:
             raise _bad(WRONG_FILE_ID.removeprefix("Bad Request: "))
         return stored
 
-    def _sticker_object(self, file_id: str, width: int, height: int) -> dict[str, Any]:
+    def _sticker_object(
+        self, file_id: str, width: int, height: int, *, is_animated: bool = False, is_video: bool = False
+    ) -> dict[str, Any]:
         stored = self._files[file_id]
         return {
             "file_id": file_id,
@@ -1349,8 +1635,8 @@ class FakeTelegram:
             "type": "regular",
             "width": width,
             "height": height,
-            "is_animated": False,
-            "is_video": False,
+            "is_animated": is_animated,
+            "is_video": is_video,
             "file_size": stored.size,
         }
 
@@ -1528,7 +1814,14 @@ class FakeTelegram:
         if stored.size > MAX_DOWNLOAD_BYTES:
             raise _bad("file is too big")
         if stored.path is None:
-            folder = {"photo": "photos", "document": "documents", "sticker": "stickers"}[stored.kind]
+            folder = {
+                "photo": "photos",
+                "document": "documents",
+                "sticker": "stickers",
+                "animation": "animations",
+                "video": "videos",
+                "voice": "voice",
+            }[stored.kind]
             stored.path = f"{folder}/file_{len(self._paths)}.{stored.ext}"
             self._paths[stored.path] = file_id
         return {
@@ -1565,7 +1858,7 @@ class FakeTelegram:
         return member
 
     def _send_message(self, params: _Params) -> dict[str, Any]:
-        chat = self._chat_for_send(params)
+        chat = self._chat_for_send(params, kind="messages")
         text = params.text("text")
         if not text:
             raise _bad("message text is empty")
@@ -1653,7 +1946,7 @@ class FakeTelegram:
         return True
 
     def _send_sticker(self, params: _Params) -> dict[str, Any]:
-        chat = self._chat_for_send(params)
+        chat = self._chat_for_send(params, kind="stickers")
         upload, reference = self._upload_or_reference(params, "sticker")
         if upload is not None:
             width, height = _check_static_sticker(upload.data, formats=("WEBP",))
@@ -1661,6 +1954,9 @@ class FakeTelegram:
         else:
             assert reference is not None
             self._known_file(reference, "sticker")
+            if reference in self._user_stickers:  # a sticker a user sent keeps its kind, emoji and set
+                sticker = copy.deepcopy(self._user_stickers[reference])
+                return self._post_message(chat, params, {"sticker": sticker})
             file_id = reference
             width, height = self._sticker_size(file_id)
         sticker = self._sticker_object(file_id, width, height)
@@ -1670,7 +1966,7 @@ class FakeTelegram:
         return self._post_message(chat, params, {"sticker": sticker})
 
     def _send_document(self, params: _Params) -> dict[str, Any]:
-        chat = self._chat_for_send(params)
+        chat = self._chat_for_send(params, kind="documents")
         upload, reference = self._upload_or_reference(params, "document")
         if upload is not None:
             if not upload.data:
@@ -1696,7 +1992,7 @@ class FakeTelegram:
         return self._post_message(chat, params, content)
 
     def _send_photo(self, params: _Params) -> dict[str, Any]:
-        chat = self._chat_for_send(params)
+        chat = self._chat_for_send(params, kind="photos")
         upload, reference = self._upload_or_reference(params, "photo")
         if upload is not None:
             if len(upload.data) > MAX_PHOTO_UPLOAD_BYTES:
@@ -1909,6 +2205,17 @@ def _set_markup(message: dict[str, Any], markup: dict[str, Any] | None) -> None:
         message["reply_markup"] = markup
 
 
+def _trim_url(url: str) -> str:
+    """A link without the punctuation that ends the sentence around it, as Telegram cuts it."""
+    while url:
+        last = url[-1]
+        if last in _URL_TRAILING or (last == ")" and url.count("(") < url.count(")")):
+            url = url[:-1]
+        else:
+            break
+    return url
+
+
 def _ext(file_name: str, mime_type: str | None) -> str:
     if "." in file_name:
         return file_name.rsplit(".", 1)[1].lower() or "bin"
@@ -1916,4 +2223,4 @@ def _ext(file_name: str, mime_type: str | None) -> str:
     return guessed.lstrip(".")
 
 
-__all__ = ["ApiError", "Call", "FakeTelegram"]
+__all__ = ["NOT_ENOUGH_RIGHTS", "ApiError", "Call", "FakeTelegram"]

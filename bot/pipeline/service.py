@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -37,12 +37,16 @@ from bot.imaging import (
     render_sticker,
     result_size,
 )
+from bot.pipeline.batches import Batches
+from bot.pipeline.status import Status, StatusBoard
 from bot.props import prop_file_name
 from bot.storage import CutoutRecord, JobRecord, ResultRecord, Store
 
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+#: The API keeps a result an hour; a link's picture may change after that, so its cache entry does not last.
+LINK_CACHE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class JobSpec:
     lang: str | None = None
     options: CutoutOptions = field(default_factory=CutoutOptions)
     source_name: str | None = None  # the user's file name, for naming props; None for a camera photo
+    url: str | None = None  # a link to the picture: the API fetches it (file_id is then empty)
+    batch_id: str | None = None  # answered together with the rest of its batch, in batch_index order
+    batch_index: int = 0
+    origin_part: int = 0  # which of the message's requests this is (several links in one message)
 
 
 @dataclass(frozen=True)
@@ -96,8 +104,8 @@ class Messenger(Protocol):
 
     async def download(self, job: JobRecord) -> bytes: ...
 
-    async def show_status(self, job: JobRecord, status: str, position: int | None) -> None:
-        """Edit the status message: ``status`` is ``"queued"`` (with ``position``) or ``"working"``."""
+    async def show_status(self, job: JobRecord, status: Status) -> None:
+        """Edit the job's (or its batch's) status message."""
 
     async def chat_action(self, job: JobRecord) -> None: ...
 
@@ -116,7 +124,7 @@ class Messenger(Protocol):
         """Send the print-ready prop as a document."""
 
     async def finish(self, job: JobRecord) -> None:
-        """Every part is sent: retire the status message."""
+        """Every part is sent (of every photo of its batch): retire the status message."""
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
 
@@ -133,17 +141,6 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         return random.uniform(self.base / 2, min(self.cap, self.base * 2**attempt))
-
-
-@dataclass
-class _StatusState:
-    """What a job's status message shows and what it should show; edits are spaced out."""
-
-    job: JobRecord
-    wanted: tuple[str, int | None] = ("received", None)
-    shown: tuple[str, int | None] = ("received", None)
-    last_edit: float = 0.0
-    edit: asyncio.Future[None] | None = None  # the edit in flight, awaited before the answer goes out
 
 
 @dataclass
@@ -187,7 +184,9 @@ class CutoutService:
         self._budget = budget
         self._dispatch = asyncio.Lock()  # one worker at a time picks the next job
         self._queued = asyncio.Event()  # set whenever a job joins the line
-        self._status: dict[str, _StatusState] = {}
+        self._board = StatusBoard(self._show_status, self._spawn)
+        self._batches = Batches()
+        self._acks: dict[str, asyncio.Future[int | None]] = {}  # a batch's shared status message
         self._inflight: dict[str, asyncio.Future[ResultRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -204,10 +203,13 @@ class CutoutService:
         self._closing = False
         for n in range(self._workers):
             self._loops.append(asyncio.create_task(self._worker(), name=f"cutout-worker-{n}"))
-        self._loops.append(asyncio.create_task(self._status_loop(), name="cutout-status"))
+        self._loops.append(asyncio.create_task(self._board.run(self._queue.positions), name="cutout-status"))
         resumed = self.store.open_jobs()
         for job in resumed:
-            self._status[job.id] = _StatusState(job)
+            self._board.track(job)
+            if job.batch_id is not None:
+                self._batches.join(job, complete=True)  # its stragglers arrived long ago, or never will
+        for job in resumed:
             if job.state is JobState.DELIVERING:
                 self._spawn(self._finish_delivery(job))
             elif job.state in (JobState.QUEUED, JobState.WORKING) and self._incoming_path(job).exists():
@@ -246,7 +248,7 @@ class CutoutService:
         On success the job is in SQLite and will be answered, whatever happens to this process.
         """
         if spec.origin_message_id is not None and (
-            seen := self.store.job_for_origin(spec.chat_id, spec.origin_message_id)
+            seen := self.store.job_for_origin(spec.chat_id, spec.origin_message_id, spec.origin_part)
         ):
             log.info(
                 "message %s in chat %s asked before (job %s): not a new job",
@@ -261,15 +263,35 @@ class CutoutService:
             raise errors.FileTooBig(f"{spec.file_size} bytes")
         if spec.file_size == 0:
             raise errors.EmptyFile()
-        admission = self.limits.try_admit(spec.user_id, self.store.count_open_jobs(spec.user_id))
-        if not admission.ok:
-            raise errors.Refused(admission.reason or "busy", admission.retry_after)
+        self._admit(spec)
         job = self.store.new_job(**spec.__dict__)
         self.stats.accepted += 1
-        self._status[job.id] = _StatusState(job)
+        self._board.track(job)
+        if job.batch_id is not None:
+            self._batches.join(job)
         self._started_at[job.id] = time.monotonic()
         self._spawn(self._intake(job))
         return job
+
+    def _admit(self, spec: JobSpec) -> None:
+        """The per-user limits; a batch is decided once, by its first photo, and taken or refused whole."""
+        if spec.batch_id is not None:
+            decided, refusal = self._batches.decided(spec.batch_id)
+            if refusal is not None:
+                raise refusal
+            if decided:
+                self.limits.record(spec.user_id)
+                return
+        admission = self.limits.try_admit(spec.user_id, self.store.count_open_jobs(spec.user_id))
+        refusal = None if admission.ok else errors.Refused(admission.reason or "busy", admission.retry_after)
+        if spec.batch_id is not None:
+            self._batches.decide(spec.batch_id, refusal)
+        if refusal is not None:
+            raise refusal
+
+    def close_batch(self, batch_id: str) -> None:
+        """Every photo of the batch is submitted (the links of one message): no need to wait for more."""
+        self._batches.close(batch_id)
 
     def pending(self, user_id: int) -> int:
         return self.store.count_open_jobs(user_id)
@@ -278,43 +300,69 @@ class CutoutService:
     async def _intake(self, job: JobRecord) -> None:
         try:
             if job.status_message_id is None:
-                status_id = await self.messenger.acknowledge(job)
+                status_id = await self._acknowledge(job)
                 self.store.update_job(job, status_message_id=status_id)
-            known = self.store.key_for_file(job.file_unique_id, job.options.api_key)
-            if known is not None and await self._answer_if_cached(job, known):
-                return
-            async with self._intake_slots:
-                raw = await self.messenger.download(job)
-                prepared = await asyncio.to_thread(prepare_upload, raw)
-                del raw
-                cache_key = result_key(prepared.sha256, job.options)
-                self.store.update_job(job, cache_key=cache_key)
-                self.store.remember_file(job.file_unique_id, job.options.api_key, cache_key)
-                if await self._answer_if_cached(job, cache_key):
-                    return
-                await asyncio.to_thread(self._write_incoming, job, prepared)
-            self.store.update_job(job, state=JobState.QUEUED)
-            self._enqueue(job)
+            key = await self._cached_key(job)
         except asyncio.CancelledError:
             raise
-        except errors.CutoutError as exc:
-            await self._fail(job, exc)
         except Exception as exc:
-            log.exception("intake of job %s failed", job.id)
-            await self._fail(job, errors.CutoutError(type(exc).__name__))
+            await self._conclude(job, None, _as_cutout_error(exc, job, "intake"))
+            return
+        if key is not None:
+            await self._conclude(job, key, None, from_cache=True)
+            return
+        self.store.update_job(job, state=JobState.QUEUED)
+        self._enqueue(job)
 
-    async def _answer_if_cached(self, job: JobRecord, key: str) -> bool:
-        """Answer from the cache when it holds what the job asks for; raise a failure remembered for it."""
+    async def _acknowledge(self, job: JobRecord) -> int | None:
+        """The status message: one per photo, or one shared by a whole batch."""
+        if job.batch_id is None:
+            return await self.messenger.acknowledge(job)
+        shared = self._acks.get(job.batch_id)
+        if shared is None:
+            shared = self._acks[job.batch_id] = asyncio.ensure_future(self.messenger.acknowledge(job))
+        return await asyncio.shield(shared)
+
+    async def _cached_key(self, job: JobRecord) -> str | None:
+        """Check the photo (downloading it if needed) and return its cache key when the cache can answer
+        it; otherwise leave it ready for the API (its prepared upload on disk)."""
+        if job.url is not None:
+            key = url_key(job.url, job.options)
+            self.store.update_job(job, cache_key=key)
+            return key if await self._cache_answers(job, key) else None
+        known = self.store.key_for_file(job.file_unique_id, job.options.api_key)
+        if known is not None and await self._cache_answers(job, known):
+            return known
+        async with self._intake_slots:
+            raw = await self.messenger.download(job)
+            prepared = await asyncio.to_thread(prepare_upload, raw)
+            del raw
+            key = result_key(prepared.sha256, job.options)
+            self.store.update_job(job, cache_key=key)
+            self.store.remember_file(job.file_unique_id, job.options.api_key, key)
+            if await self._cache_answers(job, key):
+                return key
+            await asyncio.to_thread(self._write_incoming, job, prepared)
+        return None
+
+    async def _cache_answers(self, job: JobRecord, key: str) -> bool:
+        """Whether the cache holds what the job asks for; raise a failure remembered for the image."""
         self._raise_known_failure(key)
-        if self.store.result_by_key(key) is None and not self._legacy_answer(job, key):
+        if self._fresh_result(job, key) is None and not self._legacy_answer(job, key):
             return False
         try:
             if job.options.needs_sticker:
                 await self._sticker(job, key)  # rendered now, so a vanished file is still a plain miss
         except _NotCached:
             return False
-        await self._answer(job, key, from_cache=True)
         return True
+
+    def _fresh_result(self, job: JobRecord, key: str) -> ResultRecord | None:
+        """The cached API result; a link's only for the hour the picture behind it is taken to stay."""
+        result = self.store.result_by_key(key)
+        if result is not None and job.url is not None and time.time() - result.created_at > LINK_CACHE_SECONDS:
+            return None
+        return result
 
     def _legacy_answer(self, job: JobRecord, key: str) -> bool:
         """A cache made before full-resolution results were kept holds the plain 512 px render only."""
@@ -330,7 +378,7 @@ class CutoutService:
     def _enqueue(self, job: JobRecord) -> None:
         self._queue.put(job.user_id, job)
         self._queued.set()
-        self._want_status(job, "queued", self._queue.position(job))
+        self._board.want(job, "queued", self._queue.position(job))
 
     # --- workers ------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -380,26 +428,27 @@ class CutoutService:
 
     async def _process(self, job: JobRecord) -> None:
         self.store.update_job(job, state=JobState.WORKING)
-        self._want_status(job, "working", None)
+        self._board.want(job, "working")
         action = asyncio.create_task(self._chat_action_loop(job))
+        key = job.cache_key
+        assert key is not None
+        error: errors.CutoutError | None = None
         try:
-            key = job.cache_key
-            assert key is not None
             await self._cutout_once(job, key)
-            await self._answer(job, key, from_cache=False)
         except asyncio.CancelledError:
             raise
-        except errors.CutoutError as exc:
-            await self._fail(job, exc)
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            await self._fail(job, errors.CutoutError(type(exc).__name__))
+            error = _as_cutout_error(exc, job, "cutout")
         finally:
             action.cancel()
+        if job.batch_id is None:
+            await self._conclude(job, key, error)
+        else:  # it may wait for its turn in the batch: not on a worker, which the earlier photos need
+            self._spawn(self._conclude(job, key, error))
 
     async def _cutout_once(self, job: JobRecord, key: str) -> ResultRecord:
         """The API's result for this job's image: from the cache, from an identical job in flight, or the API."""
-        if (cached := self.store.result_by_key(key)) is not None:
+        if (cached := self._fresh_result(job, key)) is not None:
             return cached
         if (twin := self._inflight.get(key)) is not None:
             return await asyncio.shield(twin)
@@ -420,11 +469,12 @@ class CutoutService:
 
     async def _make_cutout(self, job: JobRecord, key: str) -> ResultRecord:
         """One paid API call; its full-resolution answer is kept, every variant is rendered from it."""
-        data = await asyncio.to_thread(self._incoming_path(job).read_bytes)
+        data = b"" if job.url else await asyncio.to_thread(self._incoming_path(job).read_bytes)
         request = CutoutRequest(
             image=data,
             filename=job.file_name or "photo.jpg",
             mime=job.mime or "image/jpeg",
+            image_url=job.url,
             crop=job.options.crop,
             output_format=job.options.output.api_format,
         )
@@ -505,8 +555,23 @@ class CutoutService:
             await _quietly(self.messenger.alert_admins("admin_key_recovered"))
 
     # --- answers ------------------------------------------------------------------------------
+    async def _conclude(
+        self, job: JobRecord, key: str | None, error: errors.CutoutError | None, *, from_cache: bool = False
+    ) -> None:
+        """Answer the job, or tell its user why not; a failure while answering is told too."""
+        if error is None and key is not None:
+            try:
+                await self._answer(job, key, from_cache=from_cache)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = _as_cutout_error(exc, job, "answer")
+        await self._fail(job, error or errors.CutoutError("no cache key"))
+
     async def _answer(self, job: JobRecord, key: str, *, from_cache: bool) -> None:
-        await self._settle_status(job)
+        await self._batches.turn(job)
+        retire = await self._board.settle(job)
         if from_cache:
             self.stats.cache_hits += 1
         await self._deliver(job, key)
@@ -519,12 +584,15 @@ class CutoutService:
                 time.monotonic() - started,
                 " (cached)" if from_cache else "",
             )
-        self._forget(job)
+        await self._leave(job, retire)
 
     async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
-        if isinstance(error, errors.TaskFailed) and error.state in errors.FINAL_STATES and job.cache_key:
+        if job.url is not None:
+            error = errors.for_link(error)
+        elif isinstance(error, errors.TaskFailed) and error.state in errors.FINAL_STATES and job.cache_key:
             self.store.remember_failure(job.cache_key, error.state)
-        await self._settle_status(job)
+        await self._batches.turn(job)
+        retire = await self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
         try:
@@ -535,35 +603,61 @@ class CutoutService:
             log.warning("could not tell the user job %s failed: %s", job.id, type(exc).__name__)
         self.store.update_job(job, state=JobState.FAILED, error=type(error).__name__)
         self._started_at.pop(job.id, None)
+        # A single photo's status message now says what went wrong; a batch's shared one goes.
+        await self._leave(job, retire and job.batch_id is not None)
+
+    async def _leave(self, job: JobRecord, retire: bool) -> None:
+        """The job is finished: the next photo of its batch may go; its status message may retire."""
+        self._batches.leave(job)
+        if retire:
+            if job.batch_id is not None:
+                self._acks.pop(job.batch_id, None)
+            await _quietly(self.messenger.finish(job))
         self._forget(job)
+
+    def _parts(self, job: JobRecord) -> tuple[Part, ...]:
+        """The parts of the job's answer; in a chat that refuses stickers, the PNG stands in for them."""
+        parts = job.options.parts
+        if Part.STICKER in parts and self.store.chat_settings(job.chat_id).no_stickers:
+            parts = tuple(p for p in parts if p is not Part.STICKER)
+            if Part.PNG not in parts:
+                parts = (Part.PNG, *parts)
+        return parts
 
     async def _deliver(self, job: JobRecord, key: str) -> None:
         """Send the parts of the answer not sent yet, in order; each sent part is recorded at once,
         so a restart sends only the rest, never a part twice."""
-        parts = job.options.parts
-        for index, part in enumerate(parts):
-            if index < job.parts_sent:
+        while job.parts_sent < len(parts := self._parts(job)):
+            part = parts[job.parts_sent]
+            try:
+                await self._send_part(job, key, part, pack_button=Part.STICKER not in parts)
+            except errors.StickersRefused:
+                log.info("chat %s refuses stickers: answering there without them", job.chat_id)
+                settings = self.store.chat_settings(job.chat_id)
+                self.store.save_chat_settings(replace(settings, no_stickers=True))
                 continue
-            if part is Part.STICKER:
-                cutout = await self._sticker(job, key)
-                sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
-                if sent is not None:
-                    self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
-            elif part is Part.PNG:
-                cutout = await self._sticker(job, key)
-                await self.messenger.send_png(job, cutout, pack_button=Part.STICKER not in parts)
-            elif part is Part.JPG:
-                jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
-                await self.messenger.send_jpg(job, jpg)
-            else:
-                prop = await self._prop(job, key)
-                await self.messenger.send_prop(job, prop)
-                self.store.add_prop(job.chat_id, job.id, str(prop.path), prop.file_name)
-            self.store.update_job(job, state=JobState.DELIVERING, parts_sent=index + 1, cache_key=key)
-        await self.messenger.finish(job)
+            self.store.update_job(job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key)
+
+    async def _send_part(self, job: JobRecord, key: str, part: Part, *, pack_button: bool) -> None:
+        if part is Part.STICKER:
+            cutout = await self._sticker(job, key)
+            sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
+            if sent is not None:
+                self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
+        elif part is Part.PNG:
+            cutout = await self._sticker(job, key)
+            await self.messenger.send_png(job, cutout, pack_button=pack_button)
+        elif part is Part.JPG:
+            jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
+            await self.messenger.send_jpg(job, jpg)
+        else:
+            prop = await self._prop(job, key)
+            await self.messenger.send_prop(job, prop)
+            self.store.add_prop(job.chat_id, job.id, str(prop.path), prop.file_name)
 
     async def _finish_delivery(self, job: JobRecord) -> None:
         """A job whose answer was partly sent before a restart: send the rest, never a part again."""
+        retire = await self._board.settle(job)
         try:
             if job.cache_key:
                 await self._deliver(job, job.cache_key)
@@ -573,54 +667,15 @@ class CutoutService:
             log.warning("could not finish answering job %s: %s", job.id, type(exc).__name__)
         self.store.update_job(job, state=JobState.DONE)
         self.stats.answered += 1
-        self._forget(job)
-
-    async def _settle_status(self, job: JobRecord) -> None:
-        """Stop editing the job's status message; an edit in flight lands before the answer, not after."""
-        state = self._status.pop(job.id, None)
-        if state is not None and state.edit is not None and not state.edit.done():
-            await asyncio.wait([state.edit], timeout=2.0)
-            state.edit.cancel()  # still held back by a rate limiter: it must not land after the answer
+        await self._leave(job, retire)
 
     def _forget(self, job: JobRecord) -> None:
-        self._status.pop(job.id, None)
+        self._board.forget(job)
         self._incoming_path(job).unlink(missing_ok=True)
 
     # --- feedback -----------------------------------------------------------------------------
-    def _want_status(self, job: JobRecord, status: str, position: int | None) -> None:
-        if (state := self._status.get(job.id)) is not None:
-            state.wanted = (status, position)
-
-    async def _status_loop(self, tick: float = 0.5) -> None:
-        """Keep status messages in step with the line, each edited at most once per 2 s."""
-        while True:
-            await asyncio.sleep(tick)
-            positions = self._queue.positions()
-            now = time.monotonic()
-            edits = 0
-            for job, position in positions.items():
-                self._want_status(job, "queued", position)
-            for state in list(self._status.values()):
-                job = state.job
-                if state.wanted == state.shown or job.status_message_id is None:
-                    continue
-                if state.edit is not None and not state.edit.done():
-                    continue
-                if now - state.last_edit < _edit_interval(job, state.wanted):
-                    continue
-                state.shown = state.wanted
-                state.edit = self._spawn(self._edit_status(state))
-                edits += 1
-                if edits >= 10:  # stay well inside Telegram's ~30 messages/s for everything else
-                    break
-
-    async def _edit_status(self, state: _StatusState) -> None:
-        try:
-            await _quietly(self.messenger.show_status(state.job, *state.shown))
-        finally:
-            # Counted from when the edit is done: Telegram never sees two closer than the interval,
-            # however long the rate limiter held this one back.
-            state.last_edit = time.monotonic()
+    async def _show_status(self, job: JobRecord, status: Status) -> None:
+        await _quietly(self.messenger.show_status(job, status))
 
     async def _chat_action_loop(self, job: JobRecord) -> None:
         while True:
@@ -651,17 +706,23 @@ def result_key(image_sha256: str, options: CutoutOptions) -> str:
     return hashlib.sha256(f"{image_sha256}|{options.api_key}".encode()).hexdigest()
 
 
+def url_key(url: str, options: CutoutOptions) -> str:
+    """The cache key of the API's result for a link (the picture behind it may change: kept an hour)."""
+    return hashlib.sha256(f"url:{url}|{options.api_key}".encode()).hexdigest()
+
+
 def sticker_key(result: str, options: CutoutOptions) -> str:
     """The key of a 512 px render of a result; the plain one keeps the result's key (as caches made
     before render options existed did)."""
     return hashlib.sha256(f"{result}|outline".encode()).hexdigest() if options.outline else result
 
 
-def _edit_interval(job: JobRecord, wanted: tuple[str, int | None]) -> float:
-    """Seconds between edits of one status message: 2 s near the front, rarer far back and in groups."""
-    status, position = wanted
-    interval = 2.0 if status != "queued" or (position or 0) <= 5 else 5.0 if (position or 0) <= 20 else 10.0
-    return interval if job.is_private else max(interval, 6.0)
+def _as_cutout_error(exc: BaseException, job: JobRecord, what: str) -> errors.CutoutError:
+    """An error as the user hears of it: ours as it is, anything else logged and told as generic."""
+    if isinstance(exc, errors.CutoutError):
+        return exc
+    log.error("%s of job %s failed", what, job.id, exc_info=exc)
+    return errors.CutoutError(type(exc).__name__)
 
 
 def _keep_result(path: Path, result: bytes) -> tuple[int, int]:
