@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any
 
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 import handlers
 from bot.admission import UserLimits
@@ -38,6 +38,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
         .rate_limiter(TelegramRateLimiter(max_retries=5))
+        .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
         .connection_pool_size(64)
         .get_updates_read_timeout(35)
@@ -75,7 +76,7 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     )
     app.bot_data.update(store=store, budget=budget, client=client, service=service)
     await service.start(handlers.TelegramMessenger(app.bot, settings))
-    await handlers.publish_menu(app.bot)
+    await handlers.publish_menu(app.bot, store)
     # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
     # passes, which otherwise stall the event loop for tens of milliseconds under load.
     gc.collect()

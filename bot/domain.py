@@ -126,6 +126,7 @@ class ChatSettings:
     props_since: float | None = None  # prop mode on since then (the time /zip counts from)
     zip_since: float | None = None  # the last /zip
     no_stickers: bool = False  # the chat refused a sticker (a group that forbids them): send the rest
+    language: str | None = None  # chosen with /lang or /settings; None: the asker's Telegram language
 
     @property
     def props_on(self) -> bool:

@@ -24,18 +24,20 @@ def pack_name(user_id: int, volume: int, bot_username: str) -> str:
     raise ValueError(f"no sticker set name fits 64 characters for @{bot_username}")
 
 
-def pack_title(first_name: str | None, volume: int) -> str:
-    """``<first name>'s cutouts`` (``(2)``, ``(3)``... for later volumes), cut to 64 characters."""
+def pack_title(
+    first_name: str | None, volume: int, template: str = "{name}'s cutouts", anonymous: str = "My cutouts"
+) -> str:
+    """``template`` with the first name (``(2)``, ``(3)``... for later volumes), cut to 64 characters by
+    shortening the name, so what the pack is stays readable; ``anonymous`` without a name."""
     who = " ".join((first_name or "").split())
     tail = f" ({volume})" if volume > 1 else ""
     if not who:
-        return "My cutouts" + tail
-    ending = "'s cutouts" + tail
-    if _length(who + ending) <= _TITLE_MAX:
-        return who + ending
-    while _length(who + "…" + ending) > _TITLE_MAX:  # shorten the name, keep what the pack is
+        return anonymous + tail
+    title = template.format(name=who) + tail
+    while _length(title) > _TITLE_MAX and who:
         who = who[:-1]
-    return who.rstrip() + "…" + ending
+        title = template.format(name=who.rstrip() + "…") + tail
+    return title
 
 
 def pack_link(name: str) -> str:

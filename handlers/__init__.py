@@ -17,6 +17,7 @@ from telegram.ext import (
 
 from handlers import access, commands, inline, packs, photos, props, settings
 from handlers.commands import publish_menu
+from handlers.context import BotContext
 from handlers.errors import on_error
 from handlers.messenger import TelegramMessenger
 from handlers.refusals import Refusals
@@ -55,6 +56,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("settings", settings.settings_command, filters=new))
     app.add_handler(CommandHandler("props", props.props_command, filters=new))
     app.add_handler(CommandHandler("zip", props.zip_command, filters=new))
+    app.add_handler(CommandHandler("lang", settings.lang_command, filters=new))
     app.add_handler(MessageHandler(new & private & (pictures | moving), photos.private_picture))
     app.add_handler(MessageHandler(new & groups & pictures, photos.group_picture))
     app.add_handler(MessageHandler(new & groups & _AsksTheBot(app, command=True), commands.unknown))
@@ -62,8 +64,9 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(MessageHandler(new & private & ~filters.StatusUpdate.ALL, photos.private_text))
     app.add_handler(CallbackQueryHandler(packs.add_to_pack, pattern=r"^pack:"))
     app.add_handler(CallbackQueryHandler(settings.settings_button, pattern=rf"^{settings.PREFIX}"))
+    app.add_handler(CallbackQueryHandler(settings.lang_button, pattern=rf"^{settings.LANG_PREFIX}"))
     app.add_handler(InlineQueryHandler(inline.inline_query))
     app.add_error_handler(on_error)
 
 
-__all__ = ["TelegramMessenger", "publish_menu", "register"]
+__all__ = ["BotContext", "TelegramMessenger", "publish_menu", "register"]

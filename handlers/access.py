@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import ApplicationHandlerStop, ContextTypes
+from telegram.ext import ApplicationHandlerStop
 
 from bot.config import Settings
-from bot.texts import text
-from handlers.common import lang, settings
+from handlers.context import BotContext
 
 
 def is_allowed(config: Settings, user_id: int | None, chat_id: int | None) -> bool:
@@ -18,15 +17,15 @@ def is_allowed(config: Settings, user_id: int | None, chat_id: int | None) -> bo
     ) or (chat_id is not None and chat_id in config.allowed_chat_ids)
 
 
-async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def gate(update: Update, context: BotContext) -> None:
     """Stops updates from users and chats outside the allow-lists; a private message gets a short no."""
     user, chat = update.effective_user, update.effective_chat
-    if is_allowed(settings(context), user.id if user else None, chat.id if chat else None):
+    if is_allowed(context.settings, user.id if user else None, chat.id if chat else None):
         return
     if update.inline_query is not None:
         await update.inline_query.answer([], cache_time=60, is_personal=True)
     elif update.callback_query is not None:
-        await update.callback_query.answer(text("not_allowed", lang=lang(update)))
+        await update.callback_query.answer(context.t("not_allowed"))
     elif chat is not None and chat.type == "private" and update.effective_message is not None:
-        await update.effective_message.reply_text(text("not_allowed", lang=lang(update)))
+        await update.effective_message.reply_text(context.t("not_allowed"))
     raise ApplicationHandlerStop

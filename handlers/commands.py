@@ -2,51 +2,86 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 from telegram import Bot, BotCommand, Update
 from telegram.error import TelegramError
-from telegram.ext import ContextTypes
 
+from bot.i18n import DEFAULT, LANGUAGES, translator
 from bot.packs import pack_link
-from bot.texts import text
-from handlers.common import is_private, lang, settings, store
+from bot.storage import Store
+from handlers.common import is_private
+from handlers.context import BotContext
 
 log = logging.getLogger(__name__)
 
-MENU = ("start", "help", "settings", "props", "zip", "pack", "cutout")
+MENU = ("start", "help", "settings", "props", "zip", "pack", "lang", "cutout")
 
 
-async def publish_menu(bot: Bot) -> None:
-    """Show the commands in Telegram's menu; a failure only costs the menu, never the start-up."""
-    try:
-        await bot.set_my_commands([BotCommand(name, text(f"menu_{name}")) for name in MENU])
-    except TelegramError as exc:
-        log.warning("could not publish the command menu: %s", type(exc).__name__)
+async def publish_menu(bot: Bot, store: Store) -> None:
+    """Publish the command menu and the bot's descriptions in every language, each only when it changed
+    since it was last published (so a restart costs no Telegram calls); a failure never stops start-up."""
+    for language in LANGUAGES:
+        t = translator(language)
+        code = "" if language == DEFAULT else language.split("_")[0].lower()  # English for everyone else
+        language_code = code or None
+        commands = [BotCommand(name, t(f"menu_{name}")) for name in MENU]
+        surfaces: list[tuple[str, Any, Callable[[], Awaitable[bool]]]] = [
+            (
+                "commands",
+                [(c.command, c.description) for c in commands],
+                partial(bot.set_my_commands, commands, language_code=language_code),
+            ),
+            (
+                "description",
+                t("bot_description"),
+                partial(bot.set_my_description, t("bot_description"), language_code=language_code),
+            ),
+            (
+                "short_description",
+                t("bot_short_description"),
+                partial(bot.set_my_short_description, t("bot_short_description"), language_code=language_code),
+            ),
+        ]
+        for surface, content, publish in surfaces:
+            key = f"{surface}:{code}"
+            digest = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+            if store.published(key) == digest:
+                continue
+            try:
+                await publish()
+            except TelegramError as exc:
+                log.warning("could not publish the bot's %s (%s): %s", surface, language, type(exc).__name__)
+                continue
+            store.set_published(key, digest)
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def start(update: Update, context: BotContext) -> None:
     """Greets the user and says what to send (in a group, how to ask there); back from a pack button's
     link, says to press it again."""
     message, user = update.effective_message, update.effective_user
     assert message is not None
     if not is_private(update):
-        await message.reply_text(text("start_group", lang=lang(update)))
+        await message.reply_text(context.t("start_group"))
         return
     name = user.first_name if user else "there"
     key = "start_pack" if context.args == ["pack"] else "start"
-    await message.reply_text(text(key, lang=lang(update), name=name))
+    await message.reply_text(context.t(key, name=name))
 
 
-async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def help_command(update: Update, context: BotContext) -> None:
     """Explains photos, packs, inline mode and groups."""
     message = update.effective_message
     assert message is not None
-    config = settings(context)
+    config = context.settings
     await message.reply_text(
-        text(
+        context.t(
             "help" if is_private(update) else "help_group",
-            lang=lang(update),
             bot=context.bot.username,
             max_pending=config.user_max_pending,
             per_minute=config.user_per_minute,
@@ -54,20 +89,20 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     )
 
 
-async def pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def pack(update: Update, context: BotContext) -> None:
     """Gives the link (or links, one per volume) to the user's sticker pack."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
-    packs = store(context).packs(user.id)
+    packs = context.store.packs(user.id)
     if not packs:
-        await message.reply_text(text("pack_none", lang=lang(update)))
+        await message.reply_text(context.t("pack_none"))
         return
-    links = "\n".join(f"{p.title}: {pack_link(p.name)} ({p.count} stickers)" for p in packs)
-    await message.reply_text(text("pack_links", lang=lang(update), links=links))
+    links = "\n".join(context.t("pack_line", title=p.title, link=pack_link(p.name), count=p.count) for p in packs)
+    await message.reply_text(context.t("pack_links", links=links))
 
 
-async def unknown(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def unknown(update: Update, context: BotContext) -> None:
     """A command this bot does not have, addressed to it: the short list of those it has."""
     message = update.effective_message
     assert message is not None
-    await message.reply_text(text("unknown_command", lang=lang(update)))
+    await message.reply_text(context.t("unknown_command"))

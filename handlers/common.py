@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from telegram import Update
 from telegram.constants import ChatMemberStatus
 from telegram.error import RetryAfter
-from telegram.ext import ContextTypes
-
-from bot.config import Settings
-from bot.pipeline.service import CutoutService
-from bot.storage import Store
+from telegram.ext import CallbackContext
 
 if TYPE_CHECKING:
     from handlers.refusals import Refusals
 
 
-def service(context: ContextTypes.DEFAULT_TYPE) -> CutoutService:
-    result: CutoutService = context.bot_data["service"]
-    return result
-
-
-def store(context: ContextTypes.DEFAULT_TYPE) -> Store:
-    result: Store = context.bot_data["store"]
-    return result
-
-
-def settings(context: ContextTypes.DEFAULT_TYPE) -> Settings:
-    result: Settings = context.bot_data["settings"]
-    return result
-
-
-def refusals(context: ContextTypes.DEFAULT_TYPE) -> Refusals:
+def refusals(context: CallbackContext[Any, Any, Any, Any]) -> Refusals:
     result: Refusals = context.bot_data["refusals"]
     return result
-
-
-def lang(update: Update) -> str | None:
-    user = update.effective_user
-    return user.language_code if user else None
 
 
 def is_private(update: Update) -> bool:
@@ -53,7 +29,7 @@ def retry_after_seconds(exc: RetryAfter) -> float:
     return float(value) if isinstance(value, int | float) else value.total_seconds()
 
 
-async def may_change_chat_settings(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+async def may_change_chat_settings(update: Update, context: CallbackContext[Any, Any, Any, Any]) -> bool:
     """Anyone in a private chat; in a group, its admins (an anonymous admin posts as the group)."""
     chat, user, message = update.effective_chat, update.effective_user, update.effective_message
     if chat is None or chat.type == "private":

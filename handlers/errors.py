@@ -6,15 +6,14 @@ import logging
 
 from telegram import Update
 from telegram.error import Forbidden, TelegramError
-from telegram.ext import ContextTypes
 
-from bot.texts import text
-from handlers.common import is_private, lang
+from handlers.common import is_private
+from handlers.context import BotContext
 
 log = logging.getLogger(__name__)
 
 
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def on_error(update: object, context: BotContext) -> None:
     """Logs the failure with the update's ids; tells the user something went wrong, briefly in groups."""
     error = context.error
     if isinstance(update, Update):
@@ -32,7 +31,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         if message is not None and not isinstance(error, Forbidden):
             try:
                 await message.reply_text(
-                    text("error_generic", lang=lang(update), brief=not is_private(update))
+                    context.t("error_generic", brief=not is_private(update))
                 )
             except TelegramError as exc:  # the chat is gone or Telegram is down: the log line is all there is
                 log.warning("could not tell the user about the error: %s", type(exc).__name__)

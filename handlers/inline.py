@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from telegram import InlineQueryResultCachedSticker, InlineQueryResultsButton, Update
-from telegram.ext import ContextTypes
 
-from bot.texts import text
-from handlers.common import lang, store
+from handlers.context import BotContext
 
 PAGE = 50  # Telegram's cap on results per answer
 
 
-async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def inline_query(update: Update, context: BotContext) -> None:
     """Answers with the stickers this user received, as cached stickers, 50 per page."""
     query = update.inline_query
     assert query is not None
     offset = int(query.offset) if query.offset.isdigit() else 0
-    recent = store(context).recent_stickers(query.from_user.id, offset=offset, limit=PAGE)
+    recent = context.store.recent_stickers(query.from_user.id, offset=offset, limit=PAGE)
     results = [
         InlineQueryResultCachedSticker(id=f"c{cutout_id}", sticker_file_id=file_id)
         for cutout_id, file_id in recent
@@ -24,7 +22,7 @@ async def inline_query(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     button = None
     if offset == 0 and not results:
         button = InlineQueryResultsButton(
-            text=text("inline_empty", lang=lang(update)), start_parameter="inline"
+            text=context.t("inline_empty"), start_parameter="inline"
         )
     await query.answer(
         results,

@@ -218,10 +218,10 @@ class TelegramMessenger:
             what="error message",
         )
 
-    async def alert_admins(self, text_key: str) -> None:
+    async def alert_admins(self, text_key: str, lang: str | None) -> None:
         for admin in sorted(self.settings.admin_user_ids):
             try:
-                await self.bot.send_message(admin, text(text_key))
+                await self.bot.send_message(admin, text(text_key, lang=lang))
             except (BadRequest, Forbidden, NetworkError) as exc:
                 log.warning("could not alert admin %s: %s", admin, type(exc).__name__)
 

@@ -11,13 +11,12 @@ from pathlib import Path
 
 from telegram import CallbackQuery, InputSticker, Update
 from telegram.error import BadRequest, RetryAfter, TelegramError
-from telegram.ext import ContextTypes
 
 from bot.domain import PACK_EMOJI
 from bot.packs import PACK_CAPACITY, pack_name, pack_title
 from bot.storage import PackRecord, Store
-from bot.texts import text
-from handlers.common import lang, retry_after_seconds, store
+from handlers.common import retry_after_seconds
+from handlers.context import BotContext
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class NoRoom(Exception):
     """No volume would take the sticker within MAX_VOLUME_STEPS."""
 
 
-async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def add_to_pack(update: Update, context: BotContext) -> None:
     """Adds the cutout under the pressed button to the presser's own pack, and says where it went."""
     reply = _Reply(update, context)
     work = asyncio.ensure_future(_add_for_presser(update, context, reply))
@@ -47,22 +46,22 @@ async def add_to_pack(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         work.cancel()  # only when this handler itself was cancelled
 
 
-async def _add_for_presser(update: Update, context: ContextTypes.DEFAULT_TYPE, reply: _Reply) -> None:
+async def _add_for_presser(update: Update, context: BotContext, reply: _Reply) -> None:
     query = update.callback_query
     assert query is not None and query.data is not None
     user = query.from_user
-    db = store(context)
+    db = context.store
     try:
         cutout = db.cutout_by_id(int(query.data.removeprefix("pack:")))
     except ValueError:
         cutout = None
     sticker_bytes = await _read(cutout.sticker_path) if cutout else None
     if cutout is None or sticker_bytes is None:
-        await reply(text("pack_cutout_gone", lang=lang(update)), alert=True)
+        await reply(context.t("pack_cutout_gone"), alert=True)
         return
     async with _lock_for(context, user.id):  # two quick presses must not create two packs
         if db.pack_of_sticker(user.id, cutout.id):
-            await reply(text("pack_already", lang=lang(update)))
+            await reply(context.t("pack_already"))
             return
         try:
             # The emoji chosen in /settings of the chat where the button was pressed.
@@ -73,23 +72,23 @@ async def _add_for_presser(update: Update, context: ContextTypes.DEFAULT_TYPE, r
             if _says(exc, *_NOT_STARTED):
                 # A t.me/<bot>?start= link is the one URL a callback answer may open.
                 await reply(
-                    text("pack_not_started", lang=lang(update)),
+                    context.t("pack_not_started"),
                     url=f"https://t.me/{context.bot.username}?start=pack",
                 )
                 return
             log.warning("pack operation failed for user %s: %s", user.id, exc.message)
-            await reply(text("pack_failed", lang=lang(update)), alert=True)
+            await reply(context.t("pack_failed"), alert=True)
             return
         except (TelegramError, NoRoom) as exc:
             log.warning("pack operation failed for user %s: %s", user.id, exc)
-            await reply(text("pack_failed", lang=lang(update)), alert=True)
+            await reply(context.t("pack_failed"), alert=True)
             return
     key = "pack_created" if created else "pack_added"
-    await reply(text(key, lang=lang(update), title=pack.title))
+    await reply(context.t(key, title=pack.title))
 
 
 async def _add(
-    context: ContextTypes.DEFAULT_TYPE,
+    context: BotContext,
     db: Store,
     user_id: int,
     first_name: str,
@@ -120,7 +119,10 @@ async def _add(
                 continue
             db.remember_pack_sticker(user_id, cutout_id, current.name)
             return PackRecord(user_id, volume, current.name, current.title, current.count + 1), False
-        name, title = pack_name(user_id, volume, bot.username), pack_title(first_name, volume)
+        name = pack_name(user_id, volume, bot.username)
+        # The template with its placeholder kept: pack_title fits the name into Telegram's 64 characters.
+        template = context.t("pack_title", name="{name}")
+        title = pack_title(first_name, volume, template, context.t("pack_title_anonymous"))
         try:
             await _flood_patient(partial(bot.create_new_sticker_set, user_id, name, title, [sticker]))
         except BadRequest as exc:
@@ -141,7 +143,7 @@ async def _add(
 
 
 async def _adopt(
-    context: ContextTypes.DEFAULT_TYPE, db: Store, user_id: int, volume: int, name: str
+    context: BotContext, db: Store, user_id: int, volume: int, name: str
 ) -> PackRecord | None:
     """Record the existing set ``name`` as this user's volume; None when Telegram won't show it."""
     try:
@@ -151,7 +153,7 @@ async def _adopt(
     return db.add_pack(user_id, volume, name, found.title, len(found.stickers))
 
 
-def _lock_for(context: ContextTypes.DEFAULT_TYPE, user_id: int) -> asyncio.Lock:
+def _lock_for(context: BotContext, user_id: int) -> asyncio.Lock:
     # Per application (an asyncio.Lock belongs to one event loop); dropped once nobody holds it.
     locks: weakref.WeakValueDictionary[int, asyncio.Lock] = context.bot_data.setdefault(
         "pack_locks", weakref.WeakValueDictionary()
@@ -177,13 +179,13 @@ async def _read(path: str) -> bytes | None:
 class _Reply:
     """Answers the button press once; once it is answered, later words go to the private chat."""
 
-    def __init__(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    def __init__(self, update: Update, context: BotContext) -> None:
         self.update, self.context, self.answered = update, context, False
 
     async def waiting(self) -> None:
         if not self.answered:
             self.answered = True
-            await self._answer(text("pack_working", lang=lang(self.update)))
+            await self._answer(self.context.t("pack_working"))
 
     async def __call__(self, message: str, *, alert: bool = False, url: str | None = None) -> None:
         if not self.answered:

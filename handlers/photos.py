@@ -9,14 +9,13 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from telegram import Message, MessageEntity, Update
-from telegram.ext import ContextTypes
 
 from bot import errors
 from bot.domain import CutoutOptions
 from bot.imaging import INPUT_EXTENSIONS, MIN_SIDE
 from bot.pipeline.service import JobSpec
-from bot.texts import text
-from handlers.common import is_private, lang, refusals, service, settings, store
+from handlers.common import is_private, refusals
+from handlers.context import BotContext
 from handlers.messenger import TelegramMessenger
 
 #: Links whose path ends so are pages, videos or documents, not pictures: a hint, no API call.
@@ -29,7 +28,7 @@ MAX_LINKS = 10
 ALBUM_WAIT = 60.0
 
 
-def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec | None:
+def job_spec(update: Update, source: Message, options: CutoutOptions, language: str) -> JobSpec | None:
     """What to cut out from ``source`` (a photo, an image document or a static sticker), answered in the
     update's chat; an album's photos are one batch, answered in album order."""
     message, user = update.effective_message, update.effective_user
@@ -42,7 +41,7 @@ def job_spec(update: Update, source: Message, options: CutoutOptions) -> JobSpec
         "message_id": source.message_id,
         "origin_message_id": message.message_id,
         "thread_id": message.message_thread_id if message.is_topic_message else None,
-        "lang": user.language_code,
+        "lang": language,
     }
     if source.media_group_id:
         common.update(batch_id=f"album:{message.chat_id}:{source.media_group_id}", batch_index=source.message_id)
@@ -103,35 +102,35 @@ def moving_picture(message: Message) -> bool:
     )
 
 
-async def submit(update: Update, context: ContextTypes.DEFAULT_TYPE, source: Message) -> None:
+async def submit(update: Update, context: BotContext, source: Message) -> None:
     """Queue the cutout, or say why not: at once for a file that cannot work, in one message for a burst."""
     message = update.effective_message
     assert message is not None
     brief = not is_private(update)
     if moving_picture(source):
-        await message.reply_text(text("not_still", lang=lang(update), brief=brief))
+        await message.reply_text(context.t("not_still", brief=brief))
         return
     try:
-        spec = job_spec(update, source, store(context).chat_settings(message.chat_id).options)
+        spec = job_spec(update, source, context.store.chat_settings(message.chat_id).options, context.language)
         if spec is None:
-            await message.reply_text(text("not_an_image", lang=lang(update), brief=brief))
+            await message.reply_text(context.t("not_an_image", brief=brief))
             return
-        service(context).submit(spec)
+        context.service.submit(spec)
     except errors.Refused as exc:
-        refusals(context).add(update, source, exc)
+        refusals(context).add(update, source, exc, context.language)
     except errors.CutoutError as exc:
-        values = TelegramMessenger.text_values_for(settings(context), exc)
-        await source.reply_text(text(exc.text_key, lang=lang(update), brief=brief, **values))
+        values = TelegramMessenger.text_values_for(context.settings, exc)
+        await source.reply_text(context.t(exc.text_key, brief=brief, **values))
 
 
-async def private_picture(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def private_picture(update: Update, context: BotContext) -> None:
     """A photo, an image file or a sticker in a private chat: reply with the cutout (a hint for the rest)."""
     message = update.effective_message
     assert message is not None
     await submit(update, context, message)
 
 
-async def cutout_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def cutout_command(update: Update, context: BotContext) -> None:
     """``/cutout`` as a reply to a picture (or with links): cut it out, threaded to it; alone, a hint."""
     message = update.effective_message
     assert message is not None
@@ -141,7 +140,7 @@ async def cutout_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         return
     if target is None or not (has_picture(target) or moving_picture(target)):
         key = "cutout_alone" if is_private(update) else "group_reply_to_photo"
-        await message.reply_text(text(key, lang=lang(update), brief=not is_private(update)))
+        await message.reply_text(context.t(key, brief=not is_private(update)))
         return
     await submit(update, context, target)
 
@@ -150,7 +149,7 @@ def has_picture(message: Message) -> bool:
     return bool(message.photo or message.document or message.sticker)
 
 
-async def group_picture(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def group_picture(update: Update, context: BotContext) -> None:
     """A group picture: cut out when its caption asks (/cutout, a mention), or when it belongs to an album
     whose caption asked; every other picture is ignored, with no download and no API call."""
     message = update.effective_message
@@ -175,7 +174,7 @@ async def group_picture(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         waiting.append(update)  # its album's caption may still be on its way
 
 
-def _asked_albums(context: ContextTypes.DEFAULT_TYPE) -> dict[tuple[int, str], tuple[float, list[Update]]]:
+def _asked_albums(context: BotContext) -> dict[tuple[int, str], tuple[float, list[Update]]]:
     """(chat, media_group_id) -> (when its caption asked, or 0; its photos that came before the caption)."""
     albums: dict[tuple[int, str], tuple[float, list[Update]]] = context.bot_data.setdefault("asked_albums", {})
     return albums
@@ -229,18 +228,18 @@ def picture_link(link: str) -> str | None:
     return url
 
 
-async def submit_links(update: Update, context: ContextTypes.DEFAULT_TYPE, links: Sequence[str]) -> None:
+async def submit_links(update: Update, context: BotContext, links: Sequence[str]) -> None:
     """Each picture link is cut out by the API (which fetches it), answered in order; others get a hint."""
     message, user = update.effective_message, update.effective_user
     assert message is not None and user is not None
     brief = not is_private(update)
     urls = [url for url in map(picture_link, links[:MAX_LINKS]) if url is not None]
     if not urls:
-        await message.reply_text(text("link_not_picture", lang=lang(update), brief=brief))
+        await message.reply_text(context.t("link_not_picture", brief=brief))
         return
-    options = store(context).chat_settings(message.chat_id).options
+    options = context.store.chat_settings(message.chat_id).options
     batch_id = f"links:{message.chat_id}:{message.message_id}" if len(urls) > 1 else None
-    jobs = service(context)
+    jobs = context.service
     try:
         for part, url in enumerate(urls):
             jobs.submit(
@@ -254,7 +253,7 @@ async def submit_links(update: Update, context: ContextTypes.DEFAULT_TYPE, links
                     origin_message_id=message.message_id,
                     origin_part=part,
                     thread_id=message.message_thread_id if message.is_topic_message else None,
-                    lang=user.language_code,
+                    lang=context.language,
                     options=options,
                     source_name=PurePosixPath(urlsplit(url).path).name or None,
                     url=url,
@@ -263,13 +262,13 @@ async def submit_links(update: Update, context: ContextTypes.DEFAULT_TYPE, links
                 )
             )
     except errors.Refused as exc:
-        refusals(context).add(update, message, exc)
+        refusals(context).add(update, message, exc, context.language)
     finally:
         if batch_id is not None:
             jobs.close_batch(batch_id)
 
 
-async def private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def private_text(update: Update, context: BotContext) -> None:
     """Text in a private chat: links are cut out; anything else gets a hint (a list for an unknown command)."""
     message = update.effective_message
     assert message is not None
@@ -277,13 +276,13 @@ async def private_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await submit_links(update, context, links)
         return
     if moving_picture(message):
-        await message.reply_text(text("not_still", lang=lang(update)))
+        await message.reply_text(context.t("not_still"))
         return
     command = message.text is not None and message.text.startswith("/")
-    await message.reply_text(text("unknown_command" if command else "hint_send_photo", lang=lang(update)))
+    await message.reply_text(context.t("unknown_command" if command else "hint_send_photo"))
 
 
-async def group_mention(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def group_mention(update: Update, context: BotContext) -> None:
     """A group message that mentions the bot: cut out the picture it replies to, or the links it holds."""
     message = update.effective_message
     assert message is not None

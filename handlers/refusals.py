@@ -23,6 +23,7 @@ WINDOW = 1.0
 @dataclass
 class _Burst:
     update: Update
+    language: str
     refused: list[tuple[Message, errors.Refused]] = field(default_factory=list)
 
 
@@ -34,22 +35,20 @@ class Refusals:
         self._settings = settings
         self._bursts: dict[tuple[int, int], _Burst] = {}
 
-    def add(self, update: Update, photo: Message, refusal: errors.Refused) -> None:
+    def add(self, update: Update, photo: Message, refusal: errors.Refused, language: str) -> None:
         message, user = update.effective_message, update.effective_user
         assert message is not None and user is not None
         key = (message.chat_id, user.id)
         burst = self._bursts.get(key)
         if burst is None:
-            burst = self._bursts[key] = _Burst(update)
+            burst = self._bursts[key] = _Burst(update, language)
             self._app.create_task(self._tell(key), update=update)
         burst.refused.append((photo, refusal))
 
     async def _tell(self, key: tuple[int, int]) -> None:
         await asyncio.sleep(WINDOW)
         burst = self._bursts.pop(key)
-        user = burst.update.effective_user
         chat = burst.update.effective_chat
-        language = user.language_code if user else None
         brief = chat is not None and chat.type != "private"
         first, refusal = burst.refused[0]
         values = {
@@ -62,7 +61,7 @@ class Refusals:
         try:
             await self._app.bot.send_message(
                 first.chat_id,
-                text(key_name, lang=language, brief=brief, **values),
+                text(key_name, lang=burst.language, brief=brief, **values),
                 reply_parameters=ReplyParameters(first.message_id, allow_sending_without_reply=True),
                 message_thread_id=first.message_thread_id if first.is_topic_message else None,
             )

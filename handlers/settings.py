@@ -1,7 +1,8 @@
-"""/settings: one keyboard for how photos are cut out and answered, per user and per group.
+"""/settings and /lang: keyboards for how photos are cut out and answered, and in which language.
 
-The buttons carry the whole change (``set:<what>:<value>``) and the current values live in the store,
-so a keyboard sent before a restart keeps working. In a group only its admins change anything.
+Stored per user (private chat) and per group. The buttons carry the whole change (``set:<what>:<value>``,
+``lang:<code>``) and the current values live in the store, so a keyboard sent before a restart keeps
+working. In a group only its admins change anything.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
-from telegram.ext import ContextTypes
 
 from bot.domain import PACK_EMOJI, ChatSettings, Output
+from bot.i18n import LANGUAGES
 from bot.texts import text
-from handlers.common import lang, may_change_chat_settings, store
+from handlers.common import may_change_chat_settings
+from handlers.context import BotContext, language_for
 
 PREFIX = "set:"
+LANG_PREFIX = "lang:"
+AUTO = "auto"
 _EMOJI_ROW = 4
 
 
 def current_values(settings: ChatSettings, language: str | None) -> dict[str, Any]:
-    """Each setting's current value, in words (keys as in the ``set:<what>`` buttons)."""
+    """Each setting's current value, in words (keys as in the ``set:<what>`` buttons; "language" for "lang")."""
     options = settings.options
 
     def on_off(value: bool) -> str:
@@ -35,7 +39,21 @@ def current_values(settings: ChatSettings, language: str | None) -> dict[str, An
         "outline": on_off(options.outline),
         "props": on_off(settings.props_on),
         "emoji": settings.emoji,
+        "language": LANGUAGES[settings.language] if settings.language else text("lang_auto", lang=language),
     }
+
+
+def language_buttons(settings: ChatSettings, language: str | None, prefix: str) -> list[list[InlineKeyboardButton]]:
+    """A button per language we speak, and one for "as in Telegram"; the current choice ticked."""
+    choices = [(AUTO, text("button_lang_auto", lang=language)), *LANGUAGES.items()]
+    buttons = [
+        InlineKeyboardButton(
+            ("✅ " if (code == AUTO and settings.language is None) or code == settings.language else "") + name,
+            callback_data=f"{prefix}{code}",
+        )
+        for code, name in choices
+    ]
+    return [buttons[:3], buttons[3:]]
 
 
 def keyboard(settings: ChatSettings, language: str | None) -> InlineKeyboardMarkup:
@@ -65,24 +83,27 @@ def keyboard(settings: ChatSettings, language: str | None) -> InlineKeyboardMark
             [toggle("button_outline", "outline", options.outline), toggle("button_props", "props", settings.props_on)],
             emoji[:_EMOJI_ROW],
             emoji[_EMOJI_ROW:],
+            *language_buttons(settings, language, f"{PREFIX}lang:"),
         ]
     )
 
 
 def settings_text(settings: ChatSettings, language: str | None, private: bool) -> str:
     key = "settings_private" if private else "settings_group"
-    summary = text("settings_summary", lang=language, **current_values(settings, language))
+    values = current_values(settings, language)
+    summary = text("settings_summary", lang=language, **values)
+    summary += "\n" + text("settings_lang", lang=language, language=values["language"])
     return text(key, lang=language, summary=summary)
 
 
-async def settings_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def settings_command(update: Update, context: BotContext) -> None:
     """Shows this chat's settings with a button for every choice."""
     message, chat = update.effective_message, update.effective_chat
     assert message is not None and chat is not None
-    current = store(context).chat_settings(chat.id)
+    current = context.store.chat_settings(chat.id)
     await message.reply_text(
-        settings_text(current, lang(update), chat.type == "private"),
-        reply_markup=keyboard(current, lang(update)),
+        settings_text(current, context.language, chat.type == "private"),
+        reply_markup=keyboard(current, context.language),
     )
 
 
@@ -100,19 +121,21 @@ def apply(settings: ChatSettings, what: str, value: str) -> ChatSettings | None:
             return settings.with_props(value == "1", time.time())
         if what == "emoji":
             return replace(settings, emoji=PACK_EMOJI[int(value)])
+        if what == "lang" and (value == AUTO or value in LANGUAGES):
+            return replace(settings, language=None if value == AUTO else value)
     except (ValueError, IndexError):
         return None
     return None
 
 
-async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+async def settings_button(update: Update, context: BotContext) -> None:
     """Changes one setting, shows the new state on the keyboard, and confirms in one short line."""
     query = update.callback_query
     assert query is not None and query.data is not None and query.message is not None
-    language = lang(update)
+    language = context.language
     chat = query.message.chat
     what, _, value = query.data.removeprefix(PREFIX).partition(":")
-    db = store(context)
+    db = context.store
     current = db.chat_settings(chat.id)
     changed = apply(current, what, value)
     if changed is None:
@@ -125,7 +148,9 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await query.answer(text("settings_unchanged", lang=language))
         return
     db.save_chat_settings(changed)
-    value_now = current_values(changed, language)[what]
+    if what == "lang":  # from now on in the new language
+        language = language_for(update, db)
+    value_now = current_values(changed, language)["language" if what == "lang" else what]
     await query.answer(
         text("settings_changed", lang=language, what=text(f"what_{what}", lang=language), value=value_now)
     )
@@ -134,5 +159,43 @@ async def settings_button(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
             settings_text(changed, language, chat.type == "private"), reply_markup=keyboard(changed, language)
         )
     except BadRequest as exc:  # pressed twice in a row: the keyboard already shows it
+        if "not modified" not in exc.message.lower():
+            raise
+
+
+async def lang_command(update: Update, context: BotContext) -> None:
+    """Offers the languages the bot speaks; in a group, the group's language (its admins choose)."""
+    message, chat = update.effective_message, update.effective_chat
+    assert message is not None and chat is not None
+    current = context.store.chat_settings(chat.id)
+    await message.reply_text(
+        context.t("lang_choose", language=current_values(current, context.language)["language"]),
+        reply_markup=InlineKeyboardMarkup(language_buttons(current, context.language, LANG_PREFIX)),
+    )
+
+
+async def lang_button(update: Update, context: BotContext) -> None:
+    """Sets the language chosen under /lang and says so in it."""
+    query = update.callback_query
+    assert query is not None and query.data is not None and query.message is not None
+    db = context.store
+    current = db.chat_settings(query.message.chat.id)
+    changed = apply(current, "lang", query.data.removeprefix(LANG_PREFIX))
+    if changed is None:
+        await query.answer()
+        return
+    if not await may_change_chat_settings(update, context):
+        await query.answer(context.t("admins_only"), show_alert=True)
+        return
+    db.save_chat_settings(changed)
+    language = language_for(update, db)
+    name = current_values(changed, language)["language"]
+    await query.answer(text("lang_set", lang=language, language=name))
+    try:
+        await query.edit_message_text(
+            text("lang_set", lang=language, language=name),
+            reply_markup=InlineKeyboardMarkup(language_buttons(changed, language, LANG_PREFIX)),
+        )
+    except BadRequest as exc:  # the same language again: the message already says so
         if "not modified" not in exc.message.lower():
             raise

@@ -59,7 +59,8 @@ class BotThread:
 
             async def post_init(app: Any) -> None:
                 await original(app)
-                self._ready.set()
+                # Ready once the application runs: a stop asked for before that would be ignored.
+                asyncio.get_running_loop().create_task(self._when_running(app))
 
             self.app.post_init = post_init
             self.app.run_polling(stop_signals=None, close_loop=False)
@@ -68,6 +69,13 @@ class BotThread:
         finally:
             self._ready.set()
             self.loop.close()
+
+    async def _when_running(self, app: Any) -> None:
+        for _ in range(2000):  # 20 s at most
+            if app.running:
+                break
+            await asyncio.sleep(0.01)
+        self._ready.set()
 
     def start(self, timeout: float = 20.0) -> BotThread:
         self._thread.start()

@@ -128,7 +128,8 @@ class Messenger(Protocol):
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
 
-    async def alert_admins(self, text_key: str) -> None: ...
+    async def alert_admins(self, text_key: str, lang: str | None) -> None:
+        """Tell the bot's admins (in the language of the job that ran into it)."""
 
 
 @dataclass
@@ -478,7 +479,7 @@ class CutoutService:
             crop=job.options.crop,
             output_format=job.options.output.api_format,
         )
-        result = await self._call_with_retries(request)
+        result = await self._call_with_retries(request, job.lang)
         path = self._results / key[:2] / f"{key}.{job.options.output.api_format}"
         width, height = await asyncio.to_thread(_keep_result, path, result)
         return self.store.add_result(key, str(path), width, height)
@@ -518,7 +519,7 @@ class CutoutService:
         except FileNotFoundError:
             raise _NotCached(key) from None
 
-    async def _call_with_retries(self, request: CutoutRequest) -> bytes:
+    async def _call_with_retries(self, request: CutoutRequest, lang: str | None) -> bytes:
         deadline = time.monotonic() + self.retry.total
         attempt = 0
         while True:
@@ -526,7 +527,7 @@ class CutoutService:
                 self.stats.api_calls += 1
                 result = await self.backend.cutout(request)
             except errors.Unauthorized:
-                await self._key_rejected()
+                await self._key_rejected(lang)
                 raise
             except errors.CutoutError as exc:
                 # A 429's Retry-After is a floor: the QPS budget is paused that long anyway.
@@ -540,19 +541,19 @@ class CutoutService:
                     # The sync endpoint is struggling: the async task API is the documented fallback.
                     request = CutoutRequest(**{**request.__dict__, "prefer_async": True})
             else:
-                await self._key_accepted()
+                await self._key_accepted(lang)
                 return result
 
-    async def _key_rejected(self) -> None:
+    async def _key_rejected(self, lang: str | None) -> None:
         if not self._key_incident:
             self._key_incident = True
             log.error("PicWish rejected the API key (HTTP 401); alerting admins")
-            await _quietly(self.messenger.alert_admins("admin_key_rejected"))
+            await _quietly(self.messenger.alert_admins("admin_key_rejected", lang))
 
-    async def _key_accepted(self) -> None:
+    async def _key_accepted(self, lang: str | None) -> None:
         if self._key_incident:
             self._key_incident = False
-            await _quietly(self.messenger.alert_admins("admin_key_recovered"))
+            await _quietly(self.messenger.alert_admins("admin_key_recovered", lang))
 
     # --- answers ------------------------------------------------------------------------------
     async def _conclude(

@@ -125,6 +125,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX jobs_origin ON jobs(chat_id, origin_message_id, origin_part);
     ALTER TABLE chat_settings ADD COLUMN no_stickers INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: languages. A user's (or a group's) chosen language; what was last published to Telegram's own
+    # surfaces (menu, descriptions), so a restart with nothing changed publishes nothing.
+    """
+    ALTER TABLE chat_settings ADD COLUMN language TEXT;
+    CREATE TABLE published (
+        surface TEXT PRIMARY KEY,
+        digest TEXT NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

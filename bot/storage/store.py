@@ -270,12 +270,13 @@ class Store:
             props_since=row["props_since"],
             zip_since=row["zip_since"],
             no_stickers=bool(row["no_stickers"]),
+            language=row["language"],
         )
 
     def save_chat_settings(self, settings: ChatSettings) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO chat_settings "
-            "(chat_id, options, emoji, props_since, zip_since, no_stickers) VALUES (?, ?, ?, ?, ?, ?)",
+            "(chat_id, options, emoji, props_since, zip_since, no_stickers, language) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 settings.chat_id,
                 settings.options.to_json(),
@@ -283,8 +284,17 @@ class Store:
                 settings.props_since,
                 settings.zip_since,
                 int(settings.no_stickers),
+                settings.language,
             ),
         )
+
+    def published(self, surface: str) -> str | None:
+        """The digest of what was last published to a Telegram surface (the menu in one language...)."""
+        row = self._db.execute("SELECT digest FROM published WHERE surface = ?", (surface,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_published(self, surface: str, digest: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO published (surface, digest) VALUES (?, ?)", (surface, digest))
 
     def add_prop(self, chat_id: int, job_id: str, path: str, file_name: str) -> None:
         self._db.execute(
