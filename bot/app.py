@@ -14,10 +14,11 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 import handlers
 from bot.admission import UserLimits
-from bot.budget import make_budget
+from bot.backends.base import CutoutBackend
+from bot.backends.picwish import PicWishClient
+from bot.budget import QpsBudget, make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
-from bot.picwish import PicWishClient
 from bot.pipeline.service import CutoutService, RetryPolicy
 from bot.storage import Store
 from bot.telegram_limits import TelegramRateLimiter
@@ -55,16 +56,26 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
 async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     settings: Settings = app.bot_data["settings"]
     store = Store(settings.data_dir / "bot.sqlite3")
-    # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
-    budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key)
-    client = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
-    # Enough jobs in flight to keep the budget busy while each waits on the API (a sync answer takes
-    # a second or more, a polled task 1.5 s more per poll) and on Telegram. Idle workers cost nothing:
-    # a job leaves the fair queue only when an API start is free for it.
-    workers = max(8, math.ceil(settings.picwish_qps * 5))
+    budget: QpsBudget | None = None
+    fallback: CutoutBackend | None = None
+    if settings.cutout_backend == "local":
+        backend: CutoutBackend = local_engine(settings.local_concurrency)
+        # One job per engine slot: the others wait in the fair line, where their position is shown.
+        workers = settings.local_concurrency
+    else:
+        # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
+        budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key)
+        backend = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
+        # Enough jobs in flight to keep the budget busy while each waits on the API (a sync answer takes
+        # a second or more, a polled task 1.5 s more per poll) and on Telegram. Idle workers cost nothing:
+        # a job leaves the fair queue only when an API start is free for it.
+        workers = max(8, math.ceil(settings.picwish_qps * 5))
+        if settings.fallback == "local":
+            fallback = local_engine(settings.local_concurrency)
     service = CutoutService(
         store=store,
-        backend=client,
+        backend=backend,
+        fallback=fallback,
         data_dir=settings.data_dir,
         limits=UserLimits(settings.user_max_pending, settings.user_per_minute),
         workers=workers,
@@ -74,14 +85,19 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             total=settings.picwish_retry_seconds, base=min(1.0, settings.picwish_retry_seconds / 10)
         ),
     )
-    app.bot_data.update(store=store, budget=budget, client=client, service=service)
+    app.bot_data.update(
+        store=store, budget=budget, backends=[b for b in (backend, fallback) if b], service=service
+    )
     await service.start(handlers.TelegramMessenger(app.bot, settings))
     await handlers.publish_menu(app.bot, store)
     # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
     # passes, which otherwise stall the event loop for tens of milliseconds under load.
     gc.collect()
     gc.freeze()
-    log.info("bot @%s is up (QPS %g, %d workers)", app.bot.username, settings.picwish_qps, workers)
+    engine = "the offline engine" if budget is None else f"PicWish at QPS {settings.picwish_qps:g}"
+    log.info(
+        "bot @%s is up (%s, %d workers): https://t.me/%s", app.bot.username, engine, workers, app.bot.username
+    )
 
 
 async def _stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -91,9 +107,18 @@ async def _stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 
 async def _close(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    if (client := app.bot_data.pop("client", None)) is not None:
-        await client.aclose()
+    for backend in app.bot_data.pop("backends", []):
+        await backend.aclose()
     if (budget := app.bot_data.pop("budget", None)) is not None:
         await budget.close()
     if (store := app.bot_data.pop("store", None)) is not None:
         store.close()
+
+
+def local_engine(concurrency: int) -> CutoutBackend:
+    """The offline engine; :class:`bot.errors.EngineMissing` (one line) when its packages are not installed."""
+    from bot.backends.local import LocalEngine, check_installed
+
+    check_installed()
+    engine: CutoutBackend = LocalEngine(concurrency=concurrency)
+    return engine

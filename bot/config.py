@@ -45,6 +45,9 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8080
+    cutout_backend: str = "picwish"  # "picwish" or "local" (CUTOUT_BACKEND=auto is resolved at load)
+    fallback: str | None = None  # "local": answer with the offline engine while PicWish fails for good
+    local_concurrency: int = 1
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -55,23 +58,36 @@ class Settings:
         return tuple(v for v in values if v)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
-    """Read and check every setting. ``environ`` defaults to ``os.environ`` after loading ``.env``."""
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: bool = True, telegram: bool = True
+) -> Settings:
+    """Read and check every setting. ``environ`` defaults to ``os.environ`` after loading ``.env``.
+    ``telegram=False`` (the command line) needs no bot token."""
     if environ is None:
         if dotenv:
             load_dotenv(Path.cwd() / ".env", override=False)
         environ = os.environ
     env = {k: v.strip() for k, v in environ.items()}
 
-    token = _required(env, "TELEGRAM_BOT_TOKEN", "get one from @BotFather and put it in .env")
-    if not _TOKEN_RE.match(token):
+    token = _required(env, "TELEGRAM_BOT_TOKEN", "get one from @BotFather and put it in .env") if telegram else ""
+    if telegram and not _TOKEN_RE.match(token):
         raise ConfigError(
             "TELEGRAM_BOT_TOKEN does not look like a bot token (expected 123456:ABC-...); "
             "copy it again from @BotFather"
         )
-    api_key = _required(env, "PICWISH_API_KEY", "get one at https://picwish.com/my-account?subRoute=api-key")
+    backend = (env.get("CUTOUT_BACKEND") or "auto").lower()
+    if backend not in ("auto", "picwish", "local"):
+        raise ConfigError(f"CUTOUT_BACKEND must be auto, picwish or local; got {backend!r}")
+    api_key = env.get("PICWISH_API_KEY", "")
+    if backend == "auto":
+        backend = "picwish" if api_key else "local"  # no key: the offline engine, nothing to pay
+    if backend == "picwish":
+        api_key = _required(env, "PICWISH_API_KEY", "get one at https://picwish.com/my-account?subRoute=api-key")
     if any(c.isspace() for c in api_key):
         raise ConfigError("PICWISH_API_KEY contains whitespace; paste the key exactly as PicWish shows it")
+    fallback = (env.get("FALLBACK") or "none").lower()
+    if fallback not in ("none", "local"):
+        raise ConfigError(f"FALLBACK must be none or local; got {fallback!r}")
 
     log_level = env.get("LOG_LEVEL", "") or "INFO"
     if log_level.upper() not in _LEVELS:
@@ -92,6 +108,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
         allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
         allowed_chat_ids=_ids(env, "ALLOWED_CHAT_IDS"),
+        cutout_backend=backend,
+        fallback="local" if fallback == "local" and backend == "picwish" else None,
+        local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 1, minimum=1, maximum=16, integer=True)),
         **_webhook(env),
     )
 

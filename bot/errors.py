@@ -13,6 +13,10 @@ class CutoutError(Exception):
 
     retryable: bool = False
     text_key: str = "error_generic"
+    #: The same image would fail so again (no face, refused content): remembered, so it costs nothing twice.
+    final: bool = False
+    #: The text to show instead when the picture came as a link (the trouble was fetching it).
+    link_text_key: str | None = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.__class__.__name__)
@@ -144,39 +148,34 @@ class UnsafeResultUrl(ApiError):
 
 
 class TaskFailed(ApiError):
-    """``data.state`` < 0. The text and retry policy come from the state."""
+    """The service tried and failed for this image; its text, retry policy and finality are set by the
+    engine that raised it (the PicWish client maps its ``data.state`` codes, which stay inside it)."""
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        text_key: str = "api_failed",
+        retryable: bool = False,
+        final: bool = False,
+        link_text_key: str | None = None,
+        state: int | None = None,
+    ) -> None:
+        super().__init__(detail, state=state)
+        self.text_key = text_key
+        self.retryable = retryable
+        self.final = final
+        self.link_text_key = link_text_key
 
 
-# data.state -> (text key, worth retrying)
-TASK_STATES: dict[int, tuple[str, bool]] = {
-    -17: ("api_failed", False),
-    -16: ("content_refused", False),
-    -15: ("service_trouble", True),
-    -14: ("no_face", False),
-    -13: ("service_trouble", True),
-    -11: ("no_face", False),
-    -10: ("content_refused", False),
-    -9: ("service_trouble", True),
-    -8: ("too_slow", False),
-    -7: ("corrupt_image", False),
-    -5: ("image_too_large", False),
-    -3: ("api_failed", False),
-    -2: ("service_trouble", True),
-    -1: ("api_failed", False),
-}
+class KnownFailure(CutoutError):
+    """This image failed for good before (its text remembered): answered again at no cost."""
 
+    final = True
 
-#: Failed states that the same image will fail with again: remembered, so a re-sent photo costs nothing.
-FINAL_STATES = frozenset({-16, -14, -11, -10, -7})
-
-
-def task_failed(state: int, detail: str = "") -> TaskFailed:
-    """Build the error for a failed task state, with the state's text and retry policy."""
-    text_key, retryable = TASK_STATES.get(state, ("api_failed", False))
-    err = TaskFailed(detail or f"task failed with state {state}", state=state)
-    err.text_key = text_key
-    err.retryable = retryable
-    return err
+    def __init__(self, text_key: str) -> None:
+        super().__init__(f"{text_key} remembered for this image")
+        self.text_key = text_key
 
 
 _BY_HTTP_STATUS: dict[int, type[ApiError]] = {
@@ -206,18 +205,6 @@ class Refused(CutoutError):
         self.retry_after = retry_after
 
 
-# --- links -------------------------------------------------------------------------------------------
-#: Failed states of a task made from a link: the service could not fetch or read what the link gave.
-_LINK_TEXTS = {-3: "link_unreachable", -5: "link_too_large", -7: "link_not_image"}
-
-
-def for_link(error: CutoutError) -> CutoutError:
-    """The same error, told as being about the user's link where the state says the link was the trouble."""
-    if isinstance(error, TaskFailed) and error.state in _LINK_TEXTS:
-        error.text_key = _LINK_TEXTS[error.state]
-    return error
-
-
 # --- the chat --------------------------------------------------------------------------------------
 class ChatRestricted(CutoutError):
     """The chat does not let the bot send what the answer needs (a group's permissions for members)."""
@@ -227,3 +214,23 @@ class ChatRestricted(CutoutError):
 
 class StickersRefused(ChatRestricted):
     """The chat refuses stickers: the rest of the answer still goes out, and later ones skip the sticker."""
+
+
+# --- any engine --------------------------------------------------------------------------------------
+class NoFace(CutoutError):
+    """No face in the picture (or nothing left of it after the cutout). Engine-neutral."""
+
+    text_key = "no_face"
+    final = True
+
+
+class LinkUnsupported(CutoutError):
+    """A link was sent to an engine that cannot fetch it (the offline engine reads only uploaded bytes)."""
+
+    text_key = "link_unsupported"
+
+
+class EngineMissing(Exception):
+    """The offline engine's packages are not installed. The message is one line: what is missing and the fix.
+
+    Not a :class:`CutoutError`: it stops start-up, it never ends a job."""

@@ -97,7 +97,9 @@ class TelegramMessenger:
         if job.status_message_id is None:
             return
         batch = "_batch" if job.batch_id is not None else ""
-        key = {"queued": f"status_queued{batch}", "progress": "status_progress"}.get(status.kind, "status_working")
+        key = {"queued": f"status_queued{batch}", "progress": "status_progress"}.get(
+            status.kind, "status_working"
+        )
         values = {"position": status.position, "done": status.done, "total": status.total}
         message = self._text(job, key, **values)
         try:
@@ -129,14 +131,23 @@ class TelegramMessenger:
             return None
         return SentSticker(sent.sticker.file_id, sent.sticker.file_unique_id)
 
-    async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool) -> None:
+    async def send_png(
+        self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool, offline: bool
+    ) -> None:
         png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
+        caption = self._text(job, "png_caption") if job.is_private else None
+        if offline:
+            caption = (
+                f"{caption}\n{self._text(job, 'made_offline')}"
+                if caption
+                else self._text(job, "made_offline")
+            )
         await _answer_part(
             lambda: self.bot.send_document(
                 job.chat_id,
                 png,
                 filename="cutout.png",
-                caption=self._text(job, "png_caption") if job.is_private else None,
+                caption=caption,
                 reply_parameters=self._reply_to(job),
                 reply_markup=pack_button_markup(cutout.id, job.lang) if pack_button else None,
                 message_thread_id=job.thread_id,
@@ -145,10 +156,14 @@ class TelegramMessenger:
             what="sendDocument",
         )
 
-    async def send_jpg(self, job: JobRecord, jpg: bytes) -> None:
+    async def send_jpg(self, job: JobRecord, jpg: bytes, *, offline: bool) -> None:
         await _answer_part(
             lambda: self.bot.send_photo(
-                job.chat_id, jpg, reply_parameters=self._reply_to(job), message_thread_id=job.thread_id
+                job.chat_id,
+                jpg,
+                caption=self._text(job, "made_offline") if offline else None,
+                reply_parameters=self._reply_to(job),
+                message_thread_id=job.thread_id,
             ),
             what="sendPhoto",
         )

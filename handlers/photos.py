@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from telegram import Message, MessageEntity, Update
+from telegram import Document, Message, MessageEntity, PhotoSize, Sticker, Update
 
 from bot import errors
 from bot.domain import CutoutOptions
@@ -45,42 +45,35 @@ def job_spec(update: Update, source: Message, options: CutoutOptions, language: 
     }
     if source.media_group_id:
         common.update(batch_id=f"album:{message.chat_id}:{source.media_group_id}", batch_index=source.message_id)
+    file = _picture_file(source)
+    return None if file is None else JobSpec(**file, **common)  # type: ignore[arg-type]
+
+
+def _picture_file(source: Message) -> dict[str, object] | None:
+    """The Telegram file to cut out of a photo, an image document or a static sticker."""
     if source.photo:
         largest = source.photo[-1]
         if max(largest.width, largest.height) < MIN_SIDE:  # known from the update: no download, no API call
             raise errors.ImageTooSmall(
                 f"{largest.width}x{largest.height}", width=largest.width, height=largest.height
             )
-        return JobSpec(
-            file_id=largest.file_id,
-            file_unique_id=largest.file_unique_id,
-            file_size=largest.file_size,
-            file_name="photo.jpg",
-            mime="image/jpeg",
-            **common,  # type: ignore[arg-type]
-        )
-    doc = source.document
-    if doc is not None and is_image_document(doc.mime_type, doc.file_name):
-        return JobSpec(
-            file_id=doc.file_id,
-            file_unique_id=doc.file_unique_id,
-            file_size=doc.file_size,
-            file_name=doc.file_name,
-            mime=doc.mime_type,
-            source_name=doc.file_name,
-            **common,  # type: ignore[arg-type]
-        )
-    sticker = source.sticker
-    if sticker is not None and not (sticker.is_animated or sticker.is_video):
-        return JobSpec(
-            file_id=sticker.file_id,
-            file_unique_id=sticker.file_unique_id,
-            file_size=sticker.file_size,
-            file_name="sticker.webp",
-            mime="image/webp",
-            **common,  # type: ignore[arg-type]
-        )
-    return None
+        file: PhotoSize | Document | Sticker = largest
+        name, mime, source_name = "photo.jpg", "image/jpeg", None
+    elif source.document is not None and is_image_document(source.document.mime_type, source.document.file_name):
+        doc = source.document
+        file, name, mime, source_name = doc, doc.file_name or "image", doc.mime_type or "", doc.file_name
+    elif source.sticker is not None and not (source.sticker.is_animated or source.sticker.is_video):
+        file, name, mime, source_name = source.sticker, "sticker.webp", "image/webp", None
+    else:
+        return None
+    return {
+        "file_id": file.file_id,
+        "file_unique_id": file.file_unique_id,
+        "file_size": file.file_size,
+        "file_name": name,
+        "mime": mime or None,
+        "source_name": source_name,
+    }
 
 
 def is_image_document(mime: str | None, file_name: str | None) -> bool:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from PIL import Image
 
 from bot.app import build_application
 from bot.config import load_settings
+from tests.standins.telegram_api import Call, FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456789:TEST-token_abcdefghijklmnopqrstuvwxyz"
@@ -171,3 +172,25 @@ def open_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def in_chat(chat_id: int) -> Callable[[Call], bool]:
+    return lambda call: int(call.params["chat_id"]) == chat_id
+
+
+def next_message(telegram: FakeTelegram, chat_id: int, action: Callable[[], object]) -> Call:
+    """Do ``action`` (a user's message); return the bot's next sendMessage in that chat."""
+    before = len([c for c in telegram.calls_to("sendMessage") if in_chat(chat_id)(c)])
+    action()
+    call = telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat_id))[before]
+    assert call.ok, call.error
+    return call
+
+
+def say(telegram: FakeTelegram, user: int, words: str, *, chat_id: int | None = None, **kw: Any) -> Call:
+    """``user`` sends ``words`` privately (or in the group ``chat_id``); return the bot's next message there."""
+    if chat_id is None:
+        return next_message(telegram, user, lambda: telegram.send_text(user, words, **kw))
+    return next_message(
+        telegram, chat_id, lambda: telegram.send_text(user, words, chat_id=chat_id, chat_type="supergroup", **kw)
+    )

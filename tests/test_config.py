@@ -45,8 +45,10 @@ def test_ids_and_urls_are_parsed() -> None:
     [
         ("TELEGRAM_BOT_TOKEN", ""),
         ("TELEGRAM_BOT_TOKEN", "not-a-token"),
-        ("PICWISH_API_KEY", ""),
         ("PICWISH_API_KEY", "has space"),
+        ("CUTOUT_BACKEND", "gpu"),
+        ("FALLBACK", "cloud"),
+        ("LOCAL_CONCURRENCY", "0"),
         ("TELEGRAM_API_URL", "ftp://example.com"),
         ("PICWISH_API_URL", "techhk.aoscdn.com"),
         ("PICWISH_QPS", "fast"),
@@ -69,6 +71,17 @@ def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str) -> N
     assert name in message and "\n" not in message
     if name == "TELEGRAM_BOT_TOKEN" and value:
         assert value not in message
+
+
+def test_without_an_api_key_the_offline_engine_cuts_out_unless_picwish_is_asked_for() -> None:
+    no_key = {"TELEGRAM_BOT_TOKEN": TOKEN}
+    assert load_settings(no_key).cutout_backend == "local"
+    assert load_settings(REQUIRED).cutout_backend == "picwish"
+    assert load_settings({**REQUIRED, "FALLBACK": "local"}).fallback == "local"
+    assert load_settings({**no_key, "FALLBACK": "local"}).fallback is None, "no fallback for the fallback"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**no_key, "CUTOUT_BACKEND": "picwish"})
+    assert "PICWISH_API_KEY" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_webhook_mode_needs_a_secret() -> None:

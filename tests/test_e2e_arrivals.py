@@ -9,22 +9,17 @@ import http.server
 import io
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from bot.texts import text
 from tests.conftest import OTHER_USER, USER
-from tests.harness import BotThread, astronaut_jpeg, open_image, variant_jpeg
+from tests.harness import BotThread, astronaut_jpeg, in_chat, next_message, open_image, say, variant_jpeg
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import FakeTelegram
 
 GROUP = -100_300_400
-
-
-def in_chat(chat_id: int) -> Any:
-    return lambda call: int(call.params["chat_id"]) == chat_id
 
 
 def replies(telegram: FakeTelegram, method: str, chat_id: int = USER) -> list[int]:
@@ -38,18 +33,6 @@ def replies(telegram: FakeTelegram, method: str, chat_id: int = USER) -> list[in
 
 def texts_to(telegram: FakeTelegram, chat_id: int = USER) -> list[str]:
     return [c.params["text"] for c in telegram.calls_to("sendMessage") if int(c.params["chat_id"]) == chat_id]
-
-
-def bot_text(telegram: FakeTelegram, user: int, words: str, *, chat_id: int | None = None, **kw: Any) -> str:
-    """Send ``words`` and return the bot's next text in that chat."""
-    chat = user if chat_id is None else chat_id
-    before = len(texts_to(telegram, chat))
-    if chat_id is None:
-        telegram.send_text(user, words, **kw)
-    else:
-        telegram.send_text(user, words, chat_id=chat_id, chat_type="supergroup", **kw)
-    calls = telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat))
-    return str(calls[before].params["text"])
 
 
 # --- albums and bursts -----------------------------------------------------------------------------
@@ -181,8 +164,8 @@ def test_a_link_the_api_cannot_fetch_gets_its_own_text_and_others_cost_nothing(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
     with BotThread(env):
-        assert bot_text(telegram, USER, "ftp://files.example.org/me.jpg") == text("link_not_picture")
-        assert bot_text(telegram, USER, "https://example.org/about.html") == text("link_not_picture")
+        assert say(telegram, USER, "ftp://files.example.org/me.jpg").params["text"] == text("link_not_picture")
+        assert say(telegram, USER, "https://example.org/about.html").params["text"] == text("link_not_picture")
         assert picwish.requests == []
         telegram.send_text(USER, "https://photos.example.org/me.jpg")
         failure = telegram.wait_for_call(
@@ -216,19 +199,12 @@ def test_a_static_sticker_is_cut_out_and_moving_pictures_get_one_hint(
     with BotThread(env):
         telegram.send_sticker(USER, webp.getvalue())
         telegram.wait_for_call("sendDocument", where=in_chat(USER), timeout=30)
-        assert bot_text_after(telegram, lambda: telegram.send_sticker(USER, b"tgs", kind="animated")) == text(
+        assert next_message(telegram, USER, lambda: telegram.send_sticker(USER, b"tgs", kind="animated")).params["text"] == text(
             "not_still"
         )
-        assert bot_text_after(telegram, lambda: telegram.send_animation(USER, b"mp4")) == text("not_still")
-        assert bot_text_after(telegram, lambda: telegram.send_voice(USER, b"ogg")) == text("not_still")
+        assert next_message(telegram, USER, lambda: telegram.send_animation(USER, b"mp4")).params["text"] == text("not_still")
+        assert next_message(telegram, USER, lambda: telegram.send_voice(USER, b"ogg")).params["text"] == text("not_still")
     assert len(picwish.creates()) == 1
-
-
-def bot_text_after(telegram: FakeTelegram, action: Any, chat_id: int = USER) -> str:
-    before = len(texts_to(telegram, chat_id))
-    action()
-    calls = telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat_id))
-    return str(calls[before].params["text"])
 
 
 def test_a_tiny_photo_is_refused_with_its_size_and_costs_nothing(
@@ -237,7 +213,7 @@ def test_a_tiny_photo_is_refused_with_its_size_and_costs_nothing(
     tiny = io.BytesIO()
     Image.open(io.BytesIO(astronaut_jpeg())).resize((40, 40)).save(tiny, "JPEG")
     with BotThread(env):
-        said = bot_text_after(telegram, lambda: telegram.send_photo(USER, tiny.getvalue()))
+        said = next_message(telegram, USER, lambda: telegram.send_photo(USER, tiny.getvalue())).params["text"]
         telegram.send_document(USER, tiny.getvalue(), file_name="t.jpg", mime_type="image/jpeg")
         told = telegram.wait_for_call("editMessageText", timeout=20)[0]
     assert said == text("image_too_small", width=40, height=40)
@@ -282,11 +258,11 @@ def test_commands_answer_wherever_they_are_typed(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
     with BotThread(env):
-        assert bot_text(telegram, USER, "/start", chat_id=GROUP) == text("start_group")
-        assert bot_text(telegram, USER, "/help", chat_id=GROUP).startswith("In this group")
-        assert bot_text(telegram, USER, "/cutout") == text("cutout_alone")
-        assert bot_text(telegram, USER, "/frobnicate") == text("unknown_command")
-        assert bot_text(telegram, USER, "/frobnicate@cutout_test_bot", chat_id=GROUP) == text("unknown_command")
+        assert say(telegram, USER, "/start", chat_id=GROUP).params["text"] == text("start_group")
+        assert say(telegram, USER, "/help", chat_id=GROUP).params["text"].startswith("In this group")
+        assert say(telegram, USER, "/cutout").params["text"] == text("cutout_alone")
+        assert say(telegram, USER, "/frobnicate").params["text"] == text("unknown_command")
+        assert say(telegram, USER, "/frobnicate@cutout_test_bot", chat_id=GROUP).params["text"] == text("unknown_command")
 
         mine = telegram.send_photo(USER, variant_jpeg(20))
         telegram.wait_for_call("sendDocument", where=in_chat(USER), timeout=30)

@@ -8,22 +8,15 @@ from collections.abc import Callable
 from PIL import Image
 
 from bot.i18n import translator
-from tests.harness import BotThread, astronaut_jpeg
+from tests.harness import BotThread, astronaut_jpeg, in_chat, next_message, say
 from tests.standins.picwish_api import FakePicWish
-from tests.standins.telegram_api import Call, FakeTelegram
+from tests.standins.telegram_api import FakeTelegram
 
 GROUP = -100_555_000
 
 
-def in_chat(chat_id: int) -> Callable[[Call], bool]:
-    return lambda call: int(call.params["chat_id"]) == chat_id
-
-
 def next_text(telegram: FakeTelegram, chat_id: int, action: Callable[[], object]) -> str:
-    """Do ``action``; return the bot's next text in the chat."""
-    before = len([c for c in telegram.calls_to("sendMessage") if in_chat(chat_id)(c)])
-    action()
-    return str(telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat_id))[before].params["text"])
+    return str(next_message(telegram, chat_id, action).params["text"])
 
 
 def blank_jpeg() -> bytes:
@@ -69,7 +62,7 @@ def test_lang_overrides_telegram_and_a_group_speaks_its_admins_choice(
     telegram.add_user(2102, "Juan", language_code="es")
     telegram.set_admin(GROUP, 2101)
     with BotThread(env):
-        chooser = _reply(telegram, 2101, "/lang")
+        chooser = say(telegram, 2101, "/lang")
         assert chooser.params["text"] == translator("ru")("lang_choose", language=translator("ru")("lang_auto"))
         query = telegram.press_button(2101, chooser.result, "lang:es")
         answer = telegram.wait_for_call("answerCallbackQuery", where=lambda c: c.params["callback_query_id"] == query)[0]
@@ -80,7 +73,7 @@ def test_lang_overrides_telegram_and_a_group_speaks_its_admins_choice(
         # In the group, each asker's language until an admin chooses one for the group.
         assert next_text(telegram, GROUP, lambda: telegram.send_text(2102, "/start", chat_id=GROUP, chat_type="supergroup")) == translator("es")("start_group")
         assert next_text(telegram, GROUP, lambda: telegram.send_text(2101, "/start", chat_id=GROUP, chat_type="supergroup")) == translator("es")("start_group")
-        group_chooser = _reply(telegram, 2101, "/lang", chat_id=GROUP)
+        group_chooser = say(telegram, 2101, "/lang", chat_id=GROUP)
         query = telegram.press_button(2101, group_chooser.result, "lang:ru")
         telegram.wait_for_call("answerCallbackQuery", where=lambda c: c.params["callback_query_id"] == query)
         assert next_text(telegram, GROUP, lambda: telegram.send_text(2102, "/start", chat_id=GROUP, chat_type="supergroup")) == translator("ru")("start_group")
@@ -88,16 +81,6 @@ def test_lang_overrides_telegram_and_a_group_speaks_its_admins_choice(
         query = telegram.press_button(2102, group_chooser.result, "lang:es")
         refused = telegram.wait_for_call("answerCallbackQuery", where=lambda c: c.params["callback_query_id"] == query)[0]
         assert refused.params["text"] == translator("ru")("admins_only")
-
-
-def _reply(telegram: FakeTelegram, user: int, words: str, chat_id: int | None = None) -> Call:
-    chat = user if chat_id is None else chat_id
-    before = len([c for c in telegram.calls_to("sendMessage") if in_chat(chat)(c)])
-    if chat_id is None:
-        telegram.send_text(user, words)
-    else:
-        telegram.send_text(user, words, chat_id=chat_id, chat_type="supergroup")
-    return telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat))[before]
 
 
 def test_menu_and_descriptions_are_published_per_language_and_not_again_after_a_restart(

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.texts import text
 from tests.conftest import OTHER_USER, USER
-from tests.harness import BotThread, astronaut_jpeg, open_image
+from tests.harness import BotThread, astronaut_jpeg, in_chat, open_image, say
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import Call, FakeTelegram
 from tests.test_e2e_cutout import assert_head_cutout, assert_sticker_rules
@@ -26,23 +26,6 @@ def big_portrait(width: int, height: int, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def in_chat(chat_id: int) -> Any:
-    return lambda call: int(call.params["chat_id"]) == chat_id
-
-
-def bot_reply(telegram: FakeTelegram, user: int, command: str, *, chat_id: int | None = None) -> Call:
-    """Send ``command`` (privately, or in the group); return the bot's sendMessage answer."""
-    chat = user if chat_id is None else chat_id
-    before = len([c for c in telegram.calls_to("sendMessage") if in_chat(chat)(c)])
-    if chat_id is None:
-        telegram.send_text(user, command)
-    else:
-        telegram.send_text(user, command, chat_id=chat_id, chat_type="supergroup")
-    call = telegram.wait_for_call("sendMessage", count=before + 1, where=in_chat(chat))[-1]
-    assert call.ok, call.error
-    return call
-
-
 def press(telegram: FakeTelegram, user: int, message: dict[str, Any], data: str) -> Call:
     """Press a settings button as ``user``; return the bot's answerCallbackQuery call."""
     query_id = telegram.press_button(user, message, data)
@@ -54,7 +37,7 @@ def press(telegram: FakeTelegram, user: int, message: dict[str, Any], data: str)
 
 
 def set_options(telegram: FakeTelegram, user: int, *presses: str, chat_id: int | None = None) -> None:
-    keyboard = bot_reply(telegram, user, "/settings", chat_id=chat_id).result
+    keyboard = say(telegram, user, "/settings", chat_id=chat_id).result
     for data in presses:
         answer = press(telegram, user, keyboard, data)
         assert answer.params["text"].startswith("✅"), answer.params
@@ -92,7 +75,7 @@ def test_outline_sticker_has_an_opaque_white_ring_and_still_obeys_the_sticker_ru
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
     with BotThread(env):
-        keyboard = bot_reply(telegram, USER, "/settings").result
+        keyboard = say(telegram, USER, "/settings").result
         assert "White outline: off" in keyboard["text"]
         answer = press(telegram, USER, keyboard, "set:outline:1")
         assert answer.params["text"] == "✅ White outline: on"
@@ -136,7 +119,7 @@ def test_prop_of_a_3000px_file_is_full_resolution_transparent_300_dpi_and_named_
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
     with BotThread(env):
-        on = bot_reply(telegram, USER, "/props")
+        on = say(telegram, USER, "/props")
         assert on.params["text"] == text("props_on")
         telegram.send_document(USER, big_portrait(3000, 3000), file_name="guest-0001.jpg", mime_type="image/jpeg")
         prop_call = document_named(telegram, "guest-0001-prop.png")
@@ -191,20 +174,20 @@ def test_group_settings_and_prop_mode_belong_to_the_group_admins(
 ) -> None:
     telegram.set_admin(GROUP, USER)
     with BotThread(env):
-        keyboard = bot_reply(telegram, OTHER_USER, "/settings", chat_id=GROUP).result
+        keyboard = say(telegram, OTHER_USER, "/settings", chat_id=GROUP).result
         assert "Only the group's admins" in keyboard["text"]
         refused = press(telegram, OTHER_USER, keyboard, "set:outline:1")
         assert refused.params["text"] == text("admins_only") and refused.decoded.get("show_alert") is True
         assert not telegram.calls_to("editMessageText")
-        assert bot_reply(telegram, OTHER_USER, "/props", chat_id=GROUP).params["text"] == text("admins_only")
+        assert say(telegram, OTHER_USER, "/props", chat_id=GROUP).params["text"] == text("admins_only")
 
         accepted = press(telegram, USER, keyboard, "set:outline:1")
         assert accepted.params["text"] == "✅ White outline: on"
-        assert bot_reply(telegram, USER, "/props", chat_id=GROUP).params["text"] == text(
+        assert say(telegram, USER, "/props", chat_id=GROUP).params["text"] == text(
             "props_on", brief=True
         )
         # A member's own settings in private are theirs, untouched by the group's.
-        assert "White outline: off" in bot_reply(telegram, OTHER_USER, "/settings").params["text"]
+        assert "White outline: off" in say(telegram, OTHER_USER, "/settings").params["text"]
         telegram.send_photo(OTHER_USER, astronaut_jpeg(), chat_id=GROUP, chat_type="supergroup", caption="/cutout")
         prop = telegram.wait_for_call("sendDocument", count=2, where=in_chat(GROUP), timeout=30)[1]
         assert _file_name(prop).endswith("-prop.png")
@@ -215,7 +198,7 @@ def test_zip_holds_exactly_the_props_made_in_the_chat_each_readable(
 ) -> None:
     telegram.set_admin(GROUP, USER, owner=True)
     with BotThread(env):
-        bot_reply(telegram, USER, "/props", chat_id=GROUP)
+        say(telegram, USER, "/props", chat_id=GROUP)
         for number in (1, 2):
             telegram.send_document(
                 OTHER_USER,
@@ -232,7 +215,7 @@ def test_zip_holds_exactly_the_props_made_in_the_chat_each_readable(
         )
         document_named(telegram, f"photo-{camera['message_id']}-prop.png")
         # A prop made elsewhere is not this group's.
-        bot_reply(telegram, USER, "/props")
+        say(telegram, USER, "/props")
         mine = telegram.send_photo(USER, astronaut_jpeg())
         document_named(telegram, f"photo-{mine['message_id']}-prop.png")
         props = {
@@ -241,13 +224,13 @@ def test_zip_holds_exactly_the_props_made_in_the_chat_each_readable(
             if _file_name(c).endswith("-prop.png") and int(c.params["chat_id"]) == GROUP
         }
 
-        assert bot_reply(telegram, OTHER_USER, "/zip", chat_id=GROUP).params["text"] == text("admins_only")
+        assert say(telegram, OTHER_USER, "/zip", chat_id=GROUP).params["text"] == text("admins_only")
         telegram.send_text(USER, "/zip", chat_id=GROUP, chat_type="supergroup")
         archive_call = telegram.wait_for_call(
             "sendDocument", where=lambda c: _file_name(c).endswith(".zip"), timeout=30
         )[0]
         assert archive_call.params["caption"] == text("zip_caption", count=3)
-        assert bot_reply(telegram, USER, "/zip", chat_id=GROUP).params["text"] == text("zip_none")
+        assert say(telegram, USER, "/zip", chat_id=GROUP).params["text"] == text("zip_none")
     with zipfile.ZipFile(io.BytesIO(uploaded(archive_call))) as archive:
         assert archive.testzip() is None
         assert sorted(archive.namelist()) == sorted(props)
@@ -260,7 +243,7 @@ def test_settings_keyboard_still_works_after_a_restart(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
     with BotThread(env):
-        keyboard = bot_reply(telegram, USER, "/settings").result
+        keyboard = say(telegram, USER, "/settings").result
     with BotThread(env):
         answer = press(telegram, USER, keyboard, "set:crop:0")
         assert answer.params["text"] == "✅ Crop: whole photo"

@@ -585,11 +585,10 @@ def test_opaque_jpeg_result_becomes_a_padded_square_sticker() -> None:
     [pytest.param(0, id="fully-transparent"), pytest.param(imaging.ALPHA_THRESHOLD, id="only-haze")],
 )
 def test_empty_cutout_means_no_face(alpha: int) -> None:
-    with pytest.raises(errors.TaskFailed) as caught:
+    with pytest.raises(errors.NoFace) as caught:
         imaging.render_sticker(encode(Image.new("RGBA", (400, 300), (90, 90, 90, alpha)), "PNG"))
     assert caught.value.text_key == "no_face"
-    assert caught.value.state == -11
-    assert not caught.value.retryable
+    assert caught.value.final and not caught.value.retryable
 
 
 @pytest.mark.parametrize(
@@ -739,7 +738,7 @@ def test_opaque_result_makes_a_jpg_prop_on_a_white_margin() -> None:
 
 
 def test_empty_prop_means_no_face() -> None:
-    with pytest.raises(errors.TaskFailed):
+    with pytest.raises(errors.NoFace):
         imaging.render_prop(encode(Image.new("RGBA", (400, 300), (90, 90, 90, 0)), "PNG"), crop=False)
 
 

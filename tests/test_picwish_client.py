@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bot import errors, picwish
-from bot.backend import CutoutBackend, CutoutRequest
-from bot.picwish import TASKS_PATH, PicWishClient, TaskResult
+from bot import errors
+from bot.backends import picwish
+from bot.backends.base import CutoutBackend, CutoutRequest
+from bot.backends.picwish import FINAL_STATES, TASK_STATES, TASKS_PATH, PicWishClient, TaskResult
 
 KEY = "SECRET-KEY-123"
 BASE = "https://techhk.aoscdn.com"
@@ -411,7 +412,7 @@ async def test_body_status_failure_inside_http_200(
     assert "HTTP 200" in str(caught.value) and f"status {status}" in str(caught.value)
 
 
-@pytest.mark.parametrize("state", sorted(errors.TASK_STATES))
+@pytest.mark.parametrize("state", sorted(TASK_STATES))
 async def test_negative_state_maps_to_the_states_text_and_retry_policy(
     client: PicWishClient, api: FakeApi, state: int
 ) -> None:
@@ -421,7 +422,8 @@ async def test_negative_state_maps_to_the_states_text_and_retry_policy(
         await client.cutout(photo())
 
     assert caught.value.state == state
-    assert (caught.value.text_key, caught.value.retryable) == errors.TASK_STATES[state]
+    assert (caught.value.text_key, caught.value.retryable) == TASK_STATES[state]
+    assert caught.value.final == (state in FINAL_STATES)
     assert api.events_of_requests() == ["create"]
 
 

@@ -60,7 +60,7 @@ def test_a_schema_1_database_is_upgraded_in_place_with_every_row_kept(upgraded: 
     assert first is not None and (first.cache_key, first.width, first.height) == ("a" * 64, 418, 512)
     assert second is not None and (second.cache_key, second.width, second.height) == ("c" * 64, 512, 400)
     assert first.sticker_path.endswith("a" * 64 + ".webp") and first.png_path.endswith("a" * 64 + ".png")
-    assert upgraded.failed_state("d" * 64) == -14
+    assert upgraded.failed_text("d" * 64) == "no_face", "a PicWish state of schema 1 becomes its text"
     assert upgraded.key_for_file("U-done", CutoutOptions().api_key) == "a" * 64
 
     # Inline history, newest first, and the packs with what is in them.

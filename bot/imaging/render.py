@@ -185,7 +185,7 @@ def _visible_box(im: Image.Image) -> _Box:
     """The bounding box of the pixels that are part of the cutout; no face if there are none."""
     box = im.getchannel("A").point(_SOLID_ALPHA).getbbox()
     if box is None:
-        raise errors.task_failed(-11, "the cutout is fully transparent")
+        raise errors.NoFace("the cutout is fully transparent")
     return box
 
 

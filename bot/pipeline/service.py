@@ -25,7 +25,7 @@ from typing import Protocol
 
 from bot import errors
 from bot.admission import UserLimits
-from bot.backend import CutoutBackend, CutoutRequest
+from bot.backends.base import CutoutBackend, CutoutRequest
 from bot.budget import QpsBudget, Reservation, handed_over
 from bot.domain import CutoutOptions, JobState, Part
 from bot.fairqueue import FairQueue
@@ -114,10 +114,13 @@ class Messenger(Protocol):
     ) -> SentSticker | None:
         """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
 
-    async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool) -> None:
-        """Send the transparent 512 px PNG (with the pack button when no sticker carries it)."""
+    async def send_png(
+        self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool, offline: bool
+    ) -> None:
+        """Send the transparent 512 px PNG (with the pack button when no sticker carries it); ``offline``:
+        say that the fallback engine made it."""
 
-    async def send_jpg(self, job: JobRecord, jpg: bytes) -> None:
+    async def send_jpg(self, job: JobRecord, jpg: bytes, *, offline: bool) -> None:
         """Send the cutout on white as a photo."""
 
     async def send_prop(self, job: JobRecord, prop: PropFile) -> None:
@@ -160,6 +163,7 @@ class CutoutService:
         store: Store,
         backend: CutoutBackend,
         data_dir: Path,
+        fallback: CutoutBackend | None = None,
         limits: UserLimits,
         workers: int = 4,
         budget: QpsBudget | None = None,
@@ -169,6 +173,7 @@ class CutoutService:
     ) -> None:
         self.store = store
         self.backend = backend
+        self.fallback = fallback  # answers, and says so, while the backend fails for good
         self.limits = limits
         self.retry = retry or RetryPolicy()
         self.stats = ServiceStats()
@@ -315,6 +320,11 @@ class CutoutService:
         self.store.update_job(job, state=JobState.QUEUED)
         self._enqueue(job)
 
+    def _file_options(self, job: JobRecord) -> str:
+        """What a Telegram file's cache entry depends on besides the file: the options and the engine."""
+        engine = "" if self.backend.name == "picwish" else f";engine={self.backend.name}"
+        return job.options.api_key + engine
+
     async def _acknowledge(self, job: JobRecord) -> int | None:
         """The status message: one per photo, or one shared by a whole batch."""
         if job.batch_id is None:
@@ -331,16 +341,16 @@ class CutoutService:
             key = url_key(job.url, job.options)
             self.store.update_job(job, cache_key=key)
             return key if await self._cache_answers(job, key) else None
-        known = self.store.key_for_file(job.file_unique_id, job.options.api_key)
+        known = self.store.key_for_file(job.file_unique_id, self._file_options(job))
         if known is not None and await self._cache_answers(job, known):
             return known
         async with self._intake_slots:
             raw = await self.messenger.download(job)
             prepared = await asyncio.to_thread(prepare_upload, raw)
             del raw
-            key = result_key(prepared.sha256, job.options)
+            key = result_key(prepared.sha256, job.options, self.backend.name)
             self.store.update_job(job, cache_key=key)
-            self.store.remember_file(job.file_unique_id, job.options.api_key, key)
+            self.store.remember_file(job.file_unique_id, self._file_options(job), key)
             if await self._cache_answers(job, key):
                 return key
             await asyncio.to_thread(self._write_incoming, job, prepared)
@@ -361,7 +371,11 @@ class CutoutService:
     def _fresh_result(self, job: JobRecord, key: str) -> ResultRecord | None:
         """The cached API result; a link's only for the hour the picture behind it is taken to stay."""
         result = self.store.result_by_key(key)
-        if result is not None and job.url is not None and time.time() - result.created_at > LINK_CACHE_SECONDS:
+        if (
+            result is not None
+            and job.url is not None
+            and time.time() - result.created_at > LINK_CACHE_SECONDS
+        ):
             return None
         return result
 
@@ -372,9 +386,9 @@ class CutoutService:
 
     def _raise_known_failure(self, cache_key: str) -> None:
         """The same image already failed for good (no face, refused): answer so again, at no cost."""
-        if (state := self.store.failed_state(cache_key)) is not None:
+        if (text_key := self.store.failed_text(cache_key)) is not None:
             self.stats.cache_hits += 1
-            raise errors.task_failed(state, f"state {state} remembered for this image")
+            raise errors.KnownFailure(text_key)
 
     def _enqueue(self, job: JobRecord) -> None:
         self._queue.put(job.user_id, job)
@@ -435,7 +449,7 @@ class CutoutService:
         assert key is not None
         error: errors.CutoutError | None = None
         try:
-            await self._cutout_once(job, key)
+            key = (await self._cutout_once(job, key)).cache_key  # another key: the fallback made it
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -479,8 +493,35 @@ class CutoutService:
             crop=job.options.crop,
             output_format=job.options.output.api_format,
         )
-        result = await self._call_with_retries(request, job.lang)
-        path = self._results / key[:2] / f"{key}.{job.options.output.api_format}"
+        try:
+            result = await self._call_with_retries(request, job.lang)
+        except errors.CutoutError as exc:
+            if self.fallback is None or job.url is not None or not _persistent(exc):
+                raise
+            return await self._fall_back(job, key, request, exc)
+        return await self._keep(key, result, job.options.output.api_format)
+
+    async def _fall_back(
+        self, job: JobRecord, key: str, request: CutoutRequest, failure: errors.CutoutError
+    ) -> ResultRecord:
+        """The backend failed for good (a rejected key, an outage past the retries): the fallback engine
+        cuts the photo out instead, under a key of its own, so its result is never served as the API's."""
+        assert self.fallback is not None
+        offline_key = hashlib.sha256(f"{key}|engine={self.fallback.name}".encode()).hexdigest()
+        if (cached := self.store.result_by_key(offline_key)) is not None:
+            return cached
+        log.warning(
+            "job %s: %s failed for good (%s); using the %s engine",
+            job.id,
+            self.backend.name,
+            type(failure).__name__,
+            self.fallback.name,
+        )
+        result = await self.fallback.cutout(request)
+        return await self._keep(offline_key, result, job.options.output.api_format)
+
+    async def _keep(self, key: str, result: bytes, extension: str) -> ResultRecord:
+        path = self._results / key[:2] / f"{key}.{extension}"
         width, height = await asyncio.to_thread(_keep_result, path, result)
         return self.store.add_result(key, str(path), width, height)
 
@@ -503,7 +544,9 @@ class CutoutService:
     async def _prop(self, job: JobRecord, key: str) -> PropFile:
         """The print-ready prop at the API's full resolution, written under DATA_DIR/props for /zip."""
         result = await self._result_bytes(key)
-        prop = await asyncio.to_thread(render_prop, result, crop=job.options.crop, outline=job.options.outline)
+        prop = await asyncio.to_thread(
+            render_prop, result, crop=job.options.crop, outline=job.options.outline
+        )
         del result
         path = self._props / str(job.chat_id) / f"{job.id}.{prop.extension}"
         await asyncio.to_thread(_write_files, {path: prop.data})
@@ -589,9 +632,9 @@ class CutoutService:
 
     async def _fail(self, job: JobRecord, error: errors.CutoutError) -> None:
         if job.url is not None:
-            error = errors.for_link(error)
-        elif isinstance(error, errors.TaskFailed) and error.state in errors.FINAL_STATES and job.cache_key:
-            self.store.remember_failure(job.cache_key, error.state)
+            error.text_key = error.link_text_key or error.text_key  # the link was the trouble
+        elif error.final and job.cache_key and not isinstance(error, errors.KnownFailure):
+            self.store.remember_failure(job.cache_key, error.text_key)
         await self._batches.turn(job)
         retire = await self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
@@ -628,18 +671,23 @@ class CutoutService:
     async def _deliver(self, job: JobRecord, key: str) -> None:
         """Send the parts of the answer not sent yet, in order; each sent part is recorded at once,
         so a restart sends only the rest, never a part twice."""
+        offline = self.fallback is not None and job.cache_key is not None and key != job.cache_key
         while job.parts_sent < len(parts := self._parts(job)):
             part = parts[job.parts_sent]
             try:
-                await self._send_part(job, key, part, pack_button=Part.STICKER not in parts)
+                await self._send_part(job, key, part, pack_button=Part.STICKER not in parts, offline=offline)
             except errors.StickersRefused:
                 log.info("chat %s refuses stickers: answering there without them", job.chat_id)
                 settings = self.store.chat_settings(job.chat_id)
                 self.store.save_chat_settings(replace(settings, no_stickers=True))
                 continue
-            self.store.update_job(job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key)
+            self.store.update_job(
+                job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key
+            )
 
-    async def _send_part(self, job: JobRecord, key: str, part: Part, *, pack_button: bool) -> None:
+    async def _send_part(
+        self, job: JobRecord, key: str, part: Part, *, pack_button: bool, offline: bool
+    ) -> None:
         if part is Part.STICKER:
             cutout = await self._sticker(job, key)
             sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
@@ -647,10 +695,10 @@ class CutoutService:
                 self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
         elif part is Part.PNG:
             cutout = await self._sticker(job, key)
-            await self.messenger.send_png(job, cutout, pack_button=pack_button)
+            await self.messenger.send_png(job, cutout, pack_button=pack_button, offline=offline)
         elif part is Part.JPG:
             jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
-            await self.messenger.send_jpg(job, jpg)
+            await self.messenger.send_jpg(job, jpg, offline=offline)
         else:
             prop = await self._prop(job, key)
             await self.messenger.send_prop(job, prop)
@@ -702,9 +750,16 @@ class CutoutService:
         return task
 
 
-def result_key(image_sha256: str, options: CutoutOptions) -> str:
-    """The cache key of the API's result: the image and the API parameters, nothing rendered locally."""
-    return hashlib.sha256(f"{image_sha256}|{options.api_key}".encode()).hexdigest()
+def result_key(image_sha256: str, options: CutoutOptions, engine: str = "picwish") -> str:
+    """The cache key of a backend's result: the image, the API parameters and the engine (PicWish's keys
+    predate the others), nothing rendered locally."""
+    suffix = "" if engine == "picwish" else f"|engine={engine}"
+    return hashlib.sha256(f"{image_sha256}|{options.api_key}{suffix}".encode()).hexdigest()
+
+
+def _persistent(error: errors.CutoutError) -> bool:
+    """A failure the backend will not get past soon: a rejected key or URL, or a fault past every retry."""
+    return isinstance(error, errors.Unauthorized | errors.EndpointNotFound) or error.retryable
 
 
 def url_key(url: str, options: CutoutOptions) -> str:

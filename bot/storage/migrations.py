@@ -134,6 +134,16 @@ MIGRATIONS: tuple[str, ...] = (
         digest TEXT NOT NULL
     );
     """,
+    # 5: a failure remembered for an image keeps the text it was told with, whatever engine failed; the
+    # engine's own codes (PicWish's states, recorded by schema 1) are read once here and no more.
+    """
+    ALTER TABLE failed_keys ADD COLUMN text_key TEXT NOT NULL DEFAULT 'api_failed';
+    UPDATE failed_keys SET text_key = CASE state
+        WHEN -16 THEN 'content_refused' WHEN -10 THEN 'content_refused'
+        WHEN -14 THEN 'no_face' WHEN -11 THEN 'no_face'
+        WHEN -7 THEN 'corrupt_image'
+        ELSE 'api_failed' END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

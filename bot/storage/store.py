@@ -205,15 +205,15 @@ class Store:
         row = self._db.execute("SELECT * FROM cutouts WHERE id = ?", (cutout_id,)).fetchone()
         return CutoutRecord(**dict(row)) if row else None
 
-    def failed_state(self, cache_key: str) -> int | None:
-        """The task state this image failed with for good (no face, refused content), if it did."""
-        row = self._db.execute("SELECT state FROM failed_keys WHERE cache_key = ?", (cache_key,)).fetchone()
-        return int(row[0]) if row else None
+    def failed_text(self, cache_key: str) -> str | None:
+        """The text this image failed with for good (no face, refused content), if it did."""
+        row = self._db.execute("SELECT text_key FROM failed_keys WHERE cache_key = ?", (cache_key,)).fetchone()
+        return str(row[0]) if row else None
 
-    def remember_failure(self, cache_key: str, state: int) -> None:
+    def remember_failure(self, cache_key: str, text_key: str) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO failed_keys (cache_key, state, failed_at) VALUES (?, ?, ?)",
-            (cache_key, state, time.time()),
+            "INSERT OR REPLACE INTO failed_keys (cache_key, state, failed_at, text_key) VALUES (?, 0, ?, ?)",
+            (cache_key, time.time(), text_key),
         )
 
     def key_for_file(self, file_unique_id: str, options: str) -> str | None:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from bot import errors
-from bot.backend import CutoutRequest
+from bot.backends.base import CutoutRequest
 
 if TYPE_CHECKING:
     from bot.budget import QpsBudget
@@ -53,6 +53,28 @@ _TRANSIENT: tuple[type[errors.ApiError], ...] = (
     errors.MalformedResponse,
 )
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
+
+# data.state < 0 -> (text key, worth retrying). These codes are PicWish's: they never leave this module.
+TASK_STATES: dict[int, tuple[str, bool]] = {
+    -17: ("api_failed", False),
+    -16: ("content_refused", False),
+    -15: ("service_trouble", True),
+    -14: ("no_face", False),
+    -13: ("service_trouble", True),
+    -11: ("no_face", False),
+    -10: ("content_refused", False),
+    -9: ("service_trouble", True),
+    -8: ("too_slow", False),
+    -7: ("corrupt_image", False),
+    -5: ("image_too_large", False),
+    -3: ("api_failed", False),
+    -2: ("service_trouble", True),
+    -1: ("api_failed", False),
+}
+#: States the same image will fail with again: remembered, so a re-sent photo costs nothing.
+FINAL_STATES = frozenset({-16, -14, -11, -10, -7})
+#: States that mean the service could not fetch or read what a link gave.
+_LINK_TEXTS = {-3: "link_unreachable", -5: "link_too_large", -7: "link_not_image"}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -72,7 +94,7 @@ class TaskResult:
 
 
 class PicWishClient:
-    """The PicWish Face Cutout API as a :class:`bot.backend.CutoutBackend`."""
+    """The PicWish Face Cutout API as a :class:`bot.backends.base.CutoutBackend`."""
 
     name = "picwish"
 
@@ -307,7 +329,7 @@ class PicWishClient:
             state = 0  # an async create answers with the task id only: the task is queued
         if state < 0:
             log.debug("%s task_id=%s failed with state %d", what, task_id, state)
-            raise errors.task_failed(
+            raise task_failed(
                 state, _with_message(f"{what}: task {task_id} failed, state {state}", message)
             )
         return TaskResult(
@@ -396,6 +418,19 @@ def _source(request: CutoutRequest) -> dict[str, Any]:
     if request.image_url is not None:
         return {"image_url": request.image_url}
     return {"image_file": (request.filename, request.image, request.mime)}
+
+
+def task_failed(state: int, detail: str = "") -> errors.TaskFailed:
+    """The engine-neutral error for a failed task state: its text, retry policy and finality."""
+    text_key, retryable = TASK_STATES.get(state, ("api_failed", False))
+    return errors.TaskFailed(
+        detail or f"task failed with state {state}",
+        text_key=text_key,
+        retryable=retryable,
+        final=state in FINAL_STATES,
+        link_text_key=_LINK_TEXTS.get(state),
+        state=state,
+    )
 
 
 def _flag(value: bool) -> str:
