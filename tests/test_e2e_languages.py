@@ -36,23 +36,19 @@ def test_users_are_answered_in_their_telegram_language(
             t = translator(language)
             assert next_text(telegram, user, lambda u=user: telegram.send_text(u, "/start")) == t("start", name=f"U{user}")
             assert next_text(telegram, user, lambda u=user: telegram.send_text(u, "hola")) == t("hint_send_photo")
-        # A failure, then a result with its caption and button, for the Russian user.
-        t = translator("ru")
-        telegram.send_photo(2002, blank_jpeg())
-        failed = telegram.wait_for_call("editMessageText", where=in_chat(2002), timeout=20)[0]
-        assert failed.params["text"] == t("no_face")
-        telegram.send_photo(2002, astronaut_jpeg())
-        sticker = telegram.wait_for_call("sendSticker", where=in_chat(2002), timeout=20)[0]
-        png = telegram.wait_for_call("sendDocument", where=in_chat(2002), timeout=20)[0]
-        assert sticker.decoded["reply_markup"]["inline_keyboard"][0][0]["text"] == t("button_add_to_pack")
-        assert png.params["caption"] == t("png_caption")
-        # The Chinese user's status message and result caption.
-        t = translator("zh_Hans")
-        telegram.send_photo(2003, astronaut_jpeg())
-        png = telegram.wait_for_call("sendDocument", where=in_chat(2003), timeout=20)[0]
-        assert png.params["caption"] == t("png_caption")
-        status = [c for c in telegram.calls_to("sendMessage") if in_chat(2003)(c)][-1]
-        assert status.params["text"] == t("status_received")
+        # A failure, then a result with its caption and button, each in the user's language.
+        for user, language in ((2001, "es"), (2002, "ru"), (2003, "zh_Hans")):
+            t = translator(language)
+            telegram.send_photo(user, blank_jpeg())
+            failed = telegram.wait_for_call("editMessageText", where=in_chat(user), timeout=20)[0]
+            assert failed.params["text"] == t("no_face")
+            telegram.send_photo(user, astronaut_jpeg())
+            sticker = telegram.wait_for_call("sendSticker", where=in_chat(user), timeout=20)[0]
+            png = telegram.wait_for_call("sendDocument", where=in_chat(user), timeout=20)[0]
+            assert sticker.decoded["reply_markup"]["inline_keyboard"][0][0]["text"] == t("button_add_to_pack")
+            assert png.params["caption"] == t("png_caption")
+            statuses = [c.params["text"] for c in telegram.calls_to("sendMessage") if in_chat(user)(c)]
+            assert statuses[-1] == t("status_received")
 
 
 def test_lang_overrides_telegram_and_a_group_speaks_its_admins_choice(
