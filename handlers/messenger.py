@@ -97,9 +97,11 @@ class TelegramMessenger:
         if job.status_message_id is None:
             return
         batch = "_batch" if job.batch_id is not None else ""
-        key = {"queued": f"status_queued{batch}", "progress": "status_progress"}.get(
-            status.kind, "status_working"
-        )
+        key = {
+            "received": f"status_received{batch}",
+            "queued": f"status_queued{batch}",
+            "progress": "status_progress",
+        }.get(status.kind, "status_working")
         values = {"position": status.position, "done": status.done, "total": status.total}
         message = self._text(job, key, **values)
         try:
