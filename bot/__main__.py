@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.error import InvalidToken
@@ -21,7 +21,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.secrets)
+    configure_logging(settings.log_level, settings.secrets, settings.log_format)
 
     try:
         return _serve(settings)
@@ -30,6 +30,9 @@ def main() -> int:
             "configuration error: Telegram rejected TELEGRAM_BOT_TOKEN; copy it again from @BotFather",
             file=sys.stderr,
         )
+        return 2
+    except ConfigError as exc:  # a port the web server cannot listen on
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except EngineMissing as exc:  # CUTOUT_BACKEND=local (or no key) without the engine's packages
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -49,18 +52,12 @@ def main() -> int:
 
 def _serve(settings: Settings) -> int:
     from bot.app import build_application  # after logging, so import-time messages are redacted too
+    from bot.web import serve_webhook
 
     app = build_application(settings)
     if settings.webhook_url:
-        # Telegram posts updates to WEBHOOK_URL; requests without the secret header are refused.
-        app.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urlsplit(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=settings.webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
-        )
+        # Telegram posts updates to WEBHOOK_URL, served by bot/web.py's server with /healthz and /metrics.
+        asyncio.run(serve_webhook(app, settings))
     else:
         app.run_polling(allowed_updates=Update.ALL_TYPES)
     return 0

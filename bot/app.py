@@ -8,9 +8,10 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import time
 from typing import Any
 
-from telegram.ext import Application, ApplicationBuilder, ContextTypes
+from telegram.ext import Application, ApplicationBuilder, CallbackContext, ContextTypes
 
 import handlers
 from bot.admission import UserLimits
@@ -19,9 +20,11 @@ from bot.backends.picwish import PicWishClient
 from bot.budget import QpsBudget, make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
+from bot.observability import Health, Metrics
 from bot.pipeline.service import CutoutService, RetryPolicy
 from bot.storage import Store
 from bot.telegram_limits import TelegramRateLimiter
+from bot.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,13 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
     """Build the bot: Telegram client, handlers, and the cutout machinery opened in post_init."""
     # Whoever runs the app (python -m bot, a test, a webhook host), log records carry no secret.
     redact_secrets(settings.secrets)
+    metrics = Metrics()  # this application's own registry: several apps in one process count apart
     app = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token)
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
-        .rate_limiter(TelegramRateLimiter(max_retries=5))
+        .rate_limiter(TelegramRateLimiter(max_retries=5, metrics=metrics))
         .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
         .connection_pool_size(64)
@@ -48,13 +52,14 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .post_shutdown(_close)
         .build()
     )
-    app.bot_data["settings"] = settings
+    app.bot_data.update(settings=settings, metrics=metrics)
     handlers.register(app)
     return app
 
 
 async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     settings: Settings = app.bot_data["settings"]
+    metrics: Metrics = app.bot_data["metrics"]
     store = Store(settings.data_dir / "bot.sqlite3")
     budget: QpsBudget | None = None
     fallback: CutoutBackend | None = None
@@ -64,8 +69,10 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         workers = settings.local_concurrency
     else:
         # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
-        budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key)
-        backend = PicWishClient(settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget)
+        budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key, metrics=metrics)
+        backend = PicWishClient(
+            settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget, metrics=metrics
+        )
         # Enough jobs in flight to keep the budget busy while each waits on the API (a sync answer takes
         # a second or more, a polled task 1.5 s more per poll) and on Telegram. Idle workers cost nothing:
         # a job leaves the fair queue only when an API start is free for it.
@@ -84,11 +91,21 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         retry=RetryPolicy(
             total=settings.picwish_retry_seconds, base=min(1.0, settings.picwish_retry_seconds / 10)
         ),
+        metrics=metrics,
     )
     app.bot_data.update(
         store=store, budget=budget, backends=[b for b in (backend, fallback) if b], service=service
     )
+    # /healthz, /metrics and, in webhook mode, updates. Before the workers start: a port in use stops
+    # start-up with nothing left running.
+    if settings.webhook_url or settings.metrics_port:
+        health = Health(running=lambda: app.running, store=store, redis_url=settings.redis_url)
+        web = WebServer(app, settings, metrics, health)
+        await web.start()
+        app.bot_data["web"] = web
     await service.start(handlers.TelegramMessenger(app.bot, settings))
+    if app.job_queue is not None:  # bounded tables: old answered jobs go, at start-up and every 6 hours
+        app.job_queue.run_repeating(_housekeeping, interval=6 * 3600, first=1.0, name="housekeeping")
     await handlers.publish_menu(app.bot, store)
     # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
     # passes, which otherwise stall the event loop for tens of milliseconds under load.
@@ -107,6 +124,8 @@ async def _stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 
 async def _close(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    if (web := app.bot_data.pop("web", None)) is not None:
+        await web.stop()
     for backend in app.bot_data.pop("backends", []):
         await backend.aclose()
     if (budget := app.bot_data.pop("budget", None)) is not None:
@@ -122,3 +141,12 @@ def local_engine(concurrency: int) -> CutoutBackend:
     check_installed()
     engine: CutoutBackend = LocalEngine(concurrency=concurrency)
     return engine
+
+
+async def _housekeeping(context: CallbackContext[Any, Any, Any, Any]) -> None:
+    """Prune answered jobs older than JOB_RETENTION_DAYS (open jobs are never pruned)."""
+    settings: Settings = context.bot_data["settings"]
+    store: Store = context.bot_data["store"]
+    pruned = store.prune_jobs(time.time() - settings.job_retention_days * 86400)
+    if pruned:
+        log.info("pruned %d answered job(s) older than %g days", pruned, settings.job_retention_days)

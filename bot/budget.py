@@ -26,6 +26,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from bot.observability import Metrics
+
 # The server counts arrivals in 1.0 s windows by its own clock; our "start" is taken a little
 # earlier, and request i may be delayed (network, event loop) more than request i+qps. 40 ms of
 # slack absorbs that jitter while keeping 2/(1 + 0.04) = 1.92 >= 0.95 x 2 requests per second.
@@ -113,8 +115,10 @@ class LocalBudget:
         window: float = DEFAULT_WINDOW,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.qps = qps
+        self._metrics = metrics or Metrics()
         self._burst, self._span = _shape(qps, window)
         self._clock = clock
         self._sleep = sleep
@@ -139,6 +143,7 @@ class LocalBudget:
             while True:
                 wait = self._wait(self._clock(), member)
                 if wait <= 0:
+                    self._metrics.budget_starts.inc()
                     return
                 await self._sleep(wait)
 
@@ -233,8 +238,17 @@ class RedisBudget:
     (``make_budget`` derives it from a hash).
     """
 
-    def __init__(self, redis_url: str, key: str, qps: float, *, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        key: str,
+        qps: float,
+        *,
+        window: float = DEFAULT_WINDOW,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.qps = qps
+        self._metrics = metrics or Metrics()
         burst, span = _shape(qps, window)
         self._burst = burst
         self._span_us = math.ceil(span * 1_000_000)
@@ -271,6 +285,7 @@ class RedisBudget:
                     )
                 )
                 if wait_ms <= 0:
+                    self._metrics.budget_starts.inc()
                     return
                 await asyncio.sleep(min(wait_ms / 1000, MAX_REDIS_SLEEP))
 
@@ -288,8 +303,10 @@ def budget_key(api_key: str) -> str:
     return f"cutout:qps:{digest}"
 
 
-def make_budget(qps: float, redis_url: str | None, api_key: str) -> QpsBudget:
+def make_budget(
+    qps: float, redis_url: str | None, api_key: str, *, metrics: Metrics | None = None
+) -> QpsBudget:
     """A Redis-shared budget when ``redis_url`` is set, else one for this process only."""
     if redis_url:
-        return RedisBudget(redis_url, budget_key(api_key), qps)
-    return LocalBudget(qps)
+        return RedisBudget(redis_url, budget_key(api_key), qps, metrics=metrics)
+    return LocalBudget(qps, metrics=metrics)

@@ -45,9 +45,13 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8080
+    metrics_port: int | None = None  # a port for /metrics and /healthz (webhook mode serves them anyway)
+    metrics_listen: str = "0.0.0.0"
     cutout_backend: str = "picwish"  # "picwish" or "local" (CUTOUT_BACKEND=auto is resolved at load)
     fallback: str | None = None  # "local": answer with the offline engine while PicWish fails for good
     local_concurrency: int = 1
+    log_format: str = "plain"  # or "json": one object a line, for log collectors
+    job_retention_days: float = 30.0
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -111,8 +115,21 @@ def load_settings(
         cutout_backend=backend,
         fallback="local" if fallback == "local" and backend == "picwish" else None,
         local_concurrency=int(_number(env, "LOCAL_CONCURRENCY", 1, minimum=1, maximum=16, integer=True)),
+        log_format=_choice(env, "LOG_FORMAT", ("plain", "json")),
+        # At least a day: a job row is what recognises an update Telegram delivers again.
+        job_retention_days=_number(env, "JOB_RETENTION_DAYS", 30.0, minimum=1, maximum=36500),
+        metrics_port=_port(env, "METRICS_PORT"),
+        metrics_listen=env.get("METRICS_LISTEN") or "0.0.0.0",
         **_webhook(env),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    value = (env.get(name) or choices[0]).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}; got {value!r}")
+    return value
 
 
 def _required(env: Mapping[str, str], name: str, how: str) -> str:
@@ -194,5 +211,13 @@ def _webhook(env: Mapping[str, str]) -> dict[str, Any]:
         "webhook_url": url,
         "webhook_secret": secret,
         "webhook_listen": env.get("WEBHOOK_LISTEN") or "0.0.0.0",
-        "webhook_port": int(_number(env, "WEBHOOK_PORT", 8080, minimum=1, maximum=65535, integer=True)),
+        # Platforms that route HTTP to the app (Heroku, Render, Railway...) say where in PORT.
+        "webhook_port": _port(env, "WEBHOOK_PORT") or _port(env, "PORT") or 8080,
     }
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port, or None when unset."""
+    if not env.get(name, ""):
+        return None
+    return int(_number(env, name, 0, minimum=1, maximum=65535, integer=True))

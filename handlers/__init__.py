@@ -57,6 +57,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("props", props.props_command, filters=new))
     app.add_handler(CommandHandler("zip", props.zip_command, filters=new))
     app.add_handler(CommandHandler("lang", settings.lang_command, filters=new))
+    app.add_handler(CommandHandler("id", commands.id_command, filters=new))
     app.add_handler(MessageHandler(new & private & (pictures | moving), photos.private_picture))
     app.add_handler(MessageHandler(new & groups & pictures, photos.group_picture))
     app.add_handler(MessageHandler(new & groups & _AsksTheBot(app, command=True), commands.unknown))

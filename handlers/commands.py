@@ -20,7 +20,7 @@ from handlers.context import BotContext
 
 log = logging.getLogger(__name__)
 
-MENU = ("start", "help", "settings", "props", "zip", "pack", "lang", "cutout")
+MENU = ("start", "help", "settings", "props", "zip", "pack", "lang", "cutout", "id")
 
 
 async def publish_menu(bot: Bot, store: Store) -> None:
@@ -106,3 +106,10 @@ async def unknown(update: Update, context: BotContext) -> None:
     message = update.effective_message
     assert message is not None
     await message.reply_text(context.t("unknown_command"))
+
+
+async def id_command(update: Update, context: BotContext) -> None:
+    """Tells the user their numeric id and the chat's (what ADMIN_USER_IDS and ALLOWED_* take)."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    assert message is not None and user is not None and chat is not None
+    await message.reply_text(context.t("id_answer", user_id=user.id, chat_id=chat.id))

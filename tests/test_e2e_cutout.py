@@ -102,7 +102,7 @@ def test_non_image_document_and_text_get_a_hint_and_spend_nothing(
 def test_start_and_help_say_what_to_send(telegram: FakeTelegram, env) -> None:
     with BotThread(env):
         menu = [c["command"] for c in telegram.commands["default/"]]
-        assert menu == ["start", "help", "settings", "props", "zip", "pack", "lang", "cutout"]
+        assert menu == ["start", "help", "settings", "props", "zip", "pack", "lang", "cutout", "id"]
         telegram.send_text(USER, "/start")
         telegram.send_text(USER, "/help")
         telegram.send_text(USER, "/outline")

@@ -88,7 +88,7 @@ def test_menu_and_descriptions_are_published_per_language_and_not_again_after_a_
     assert sorted(telegram.commands) == ["default/", "default/es", "default/pt", "default/ru", "default/zh"]
     assert telegram.commands["default/ru"][0]["description"] == translator("ru")("menu_start")
     assert [c["command"] for c in telegram.commands["default/"]] == [
-        "start", "help", "settings", "props", "zip", "pack", "lang", "cutout",
+        "start", "help", "settings", "props", "zip", "pack", "lang", "cutout", "id",
     ]
     first = {m: len(telegram.calls_to(m)) for m in publishing}
     assert first == {m: 5 for m in publishing}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from typing import Any
 
 from bot.domain import JobState
 from bot.pipeline.status import Status, StatusBoard
@@ -23,7 +24,7 @@ def board() -> tuple[StatusBoard, list[tuple[str, Status]]]:
     async def show(j: JobRecord, status: Status) -> None:
         shown.append((j.id, status))
 
-    def spawn(coro: Awaitable[None]) -> asyncio.Future[None]:
+    def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         return asyncio.ensure_future(coro)
 
     return StatusBoard(show, spawn), shown

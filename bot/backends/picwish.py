@@ -24,6 +24,7 @@ import httpx
 
 from bot import errors
 from bot.backends.base import CutoutRequest
+from bot.observability import Metrics
 
 if TYPE_CHECKING:
     from bot.budget import QpsBudget
@@ -109,11 +110,13 @@ class PicWishClient:
         max_wait: float = 180.0,
         max_result_bytes: int = 30 * 1024 * 1024,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("PicWishClient needs an API key")
         self._api_key = api_key  # kept only to scrub it from server messages
         self._budget = budget
+        self._metrics = metrics or Metrics()
         self._poll_interval = poll_interval
         self._max_wait = max_wait
         self._max_result_bytes = max_result_bytes
@@ -272,7 +275,15 @@ class PicWishClient:
     async def _send_api(self, request: httpx.Request, what: str) -> httpx.Response:
         if self._budget is not None:
             await self._budget.acquire()
-        return await self._send(request, what)
+        started = time.monotonic()
+        status = "error"  # no answer: a timeout, a reset, a refused connection
+        try:
+            response = await self._send(request, what)
+            status = str(response.status_code)
+            return response
+        finally:
+            self._metrics.api_requests.labels(what, status).inc()
+            self._metrics.api_seconds.labels(what).observe(time.monotonic() - started)
 
     async def _send(self, request: httpx.Request, what: str, *, stream: bool = False) -> httpx.Response:
         try:

@@ -18,10 +18,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import errors
 from bot.admission import UserLimits
@@ -37,6 +37,8 @@ from bot.imaging import (
     render_sticker,
     result_size,
 )
+from bot.logsetup import JOB_ID, job_context
+from bot.observability import Metrics
 from bot.pipeline.batches import Batches
 from bot.pipeline.status import Status, StatusBoard
 from bot.props import prop_file_name
@@ -170,6 +172,7 @@ class CutoutService:
         intake_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         chat_action_every: float = 4.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -177,6 +180,7 @@ class CutoutService:
         self.limits = limits
         self.retry = retry or RetryPolicy()
         self.stats = ServiceStats()
+        self.metrics = metrics or Metrics()
         self._incoming = data_dir / "incoming"
         self._cutouts = data_dir / "cutouts"
         self._results = data_dir / "results"
@@ -187,6 +191,7 @@ class CutoutService:
         self._intake_slots = asyncio.Semaphore(intake_concurrency)
         self._chat_action_every = chat_action_every
         self._queue: FairQueue[JobRecord] = FairQueue()
+        self.metrics.queue_depth.set_function(self._queue.__len__)
         self._budget = budget
         self._dispatch = asyncio.Lock()  # one worker at a time picks the next job
         self._queued = asyncio.Event()  # set whenever a job joins the line
@@ -217,11 +222,11 @@ class CutoutService:
                 self._batches.join(job, complete=True)  # its stragglers arrived long ago, or never will
         for job in resumed:
             if job.state is JobState.DELIVERING:
-                self._spawn(self._finish_delivery(job))
+                self._spawn(self._finish_delivery(job), job)
             elif job.state in (JobState.QUEUED, JobState.WORKING) and self._incoming_path(job).exists():
                 self._enqueue(job)
             else:
-                self._spawn(self._intake(job))
+                self._spawn(self._intake(job), job)
         if resumed:
             log.info("resumed %d unanswered job(s)", len(resumed))
 
@@ -272,11 +277,15 @@ class CutoutService:
         self._admit(spec)
         job = self.store.new_job(**spec.__dict__)
         self.stats.accepted += 1
+        self.metrics.photos_received.inc()
         self._board.track(job)
         if job.batch_id is not None:
             self._batches.join(job)
         self._started_at[job.id] = time.monotonic()
-        self._spawn(self._intake(job))
+        with job_context(job.id):
+            kind = "link" if job.url else "picture"
+            log.info("job %s: a %s from user %s in chat %s", job.id, kind, job.user_id, job.chat_id)
+        self._spawn(self._intake(job), job)
         return job
 
     def _admit(self, spec: JobSpec) -> None:
@@ -388,6 +397,7 @@ class CutoutService:
         """The same image already failed for good (no face, refused): answer so again, at no cost."""
         if (text_key := self.store.failed_text(cache_key)) is not None:
             self.stats.cache_hits += 1
+            self.metrics.cache_hits.inc()
             raise errors.KnownFailure(text_key)
 
     def _enqueue(self, job: JobRecord) -> None:
@@ -399,7 +409,9 @@ class CutoutService:
     async def _worker(self) -> None:
         while not self._closing:
             job, context = await self._next_job()
-            task = asyncio.create_task(self._process(job), name=f"cutout-job-{job.id[:8]}", context=context)
+            task = asyncio.create_task(
+                self._process(job), name=f"cutout-job-{job.id[:8]}", context=_tagged(job, context)
+            )
             self._working.add(task)
             try:
                 # Shielded: a stop() lets the job finish within its grace period instead of killing it.
@@ -485,6 +497,7 @@ class CutoutService:
     async def _make_cutout(self, job: JobRecord, key: str) -> ResultRecord:
         """One paid API call; its full-resolution answer is kept, every variant is rendered from it."""
         data = b"" if job.url else await asyncio.to_thread(self._incoming_path(job).read_bytes)
+        log.info("job %s: to %s (%s)", job.id, self.backend.name, job.options.api_key)
         request = CutoutRequest(
             image=data,
             filename=job.file_name or "photo.jpg",
@@ -618,9 +631,11 @@ class CutoutService:
         retire = await self._board.settle(job)
         if from_cache:
             self.stats.cache_hits += 1
+            self.metrics.cache_hits.inc()
         await self._deliver(job, key)
         self.store.update_job(job, state=JobState.DONE, cache_key=key)
         self.stats.answered += 1
+        self.metrics.photos_answered.inc()
         if (started := self._started_at.pop(job.id, None)) is not None:
             log.info(
                 "job %s answered in %.1f s%s",
@@ -639,6 +654,7 @@ class CutoutService:
         retire = await self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
+        self.metrics.photos_failed.labels(error.text_key).inc()
         try:
             await self.messenger.fail(job, error)
         except asyncio.CancelledError:
@@ -716,6 +732,7 @@ class CutoutService:
             log.warning("could not finish answering job %s: %s", job.id, type(exc).__name__)
         self.store.update_job(job, state=JobState.DONE)
         self.stats.answered += 1
+        self.metrics.photos_answered.inc()
         await self._leave(job, retire)
 
     def _forget(self, job: JobRecord) -> None:
@@ -743,8 +760,9 @@ class CutoutService:
         folder = self._cutouts / key[:2]
         return folder / f"{key}.webp", folder / f"{key}.png"
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], job: JobRecord | None = None) -> asyncio.Task[None]:
+        """Run ``coro`` as a task the service waits for at a stop; a job's task tags its log lines."""
+        task = asyncio.create_task(coro, context=_tagged(job, None) if job else None)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -771,6 +789,13 @@ def sticker_key(result: str, options: CutoutOptions) -> str:
     """The key of a 512 px render of a result; the plain one keeps the result's key (as caches made
     before render options existed did)."""
     return hashlib.sha256(f"{result}|outline".encode()).hexdigest() if options.outline else result
+
+
+def _tagged(job: JobRecord, context: contextvars.Context | None) -> contextvars.Context:
+    """``context`` (or a copy of the current one) in which log lines carry the job's id."""
+    tagged = context if context is not None else contextvars.copy_context()
+    tagged.run(JOB_ID.set, job.id)
+    return tagged
 
 
 def _as_cutout_error(exc: BaseException, job: JobRecord, what: str) -> errors.CutoutError:

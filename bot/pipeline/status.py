@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.storage import JobRecord
 
@@ -64,7 +65,7 @@ class StatusBoard:
     def __init__(
         self,
         show: Callable[[JobRecord, Status], Awaitable[None]],
-        spawn: Callable[[Awaitable[None]], asyncio.Future[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Future[None]],
     ) -> None:
         self._show = show
         self._spawn = spawn
