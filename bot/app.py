@@ -5,6 +5,7 @@ Tests build the bot through :func:`build_application` too, so they run exactly w
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import math
@@ -22,14 +23,12 @@ from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.observability import Health, Metrics
 from bot.pipeline.service import CutoutService, RetryPolicy
-from bot.storage import Store
+from bot.storage import Store, cache
 from bot.telegram_limits import TelegramRateLimiter
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)
 
-#: Seconds a SIGTERM leaves jobs in flight to finish before they are left for the next start.
-STOP_GRACE = 6.0
 
 
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -120,7 +119,8 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 async def _stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     service: CutoutService | None = app.bot_data.get("service")
     if service is not None:
-        await service.stop(STOP_GRACE)
+        # Jobs in flight (a cutout already requested, so already paid for) finish and are stored.
+        await service.stop(app.bot_data["settings"].stop_grace_seconds)
 
 
 async def _close(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -144,9 +144,11 @@ def local_engine(concurrency: int) -> CutoutBackend:
 
 
 async def _housekeeping(context: CallbackContext[Any, Any, Any, Any]) -> None:
-    """Prune answered jobs older than JOB_RETENTION_DAYS (open jobs are never pruned)."""
+    """Prune answered jobs older than JOB_RETENTION_DAYS (open jobs are never pruned), and keep the cutout
+    cache under CACHE_MAX_MB, least recently used first (off the event loop)."""
     settings: Settings = context.bot_data["settings"]
     store: Store = context.bot_data["store"]
     pruned = store.prune_jobs(time.time() - settings.job_retention_days * 86400)
     if pruned:
         log.info("pruned %d answered job(s) older than %g days", pruned, settings.job_retention_days)
+    await asyncio.to_thread(cache.evict, settings.data_dir, settings.cache_max_mb << 20)

@@ -52,6 +52,8 @@ class Settings:
     local_concurrency: int = 1
     log_format: str = "plain"  # or "json": one object a line, for log collectors
     job_retention_days: float = 30.0
+    stop_grace_seconds: float = 30.0
+    cache_max_mb: int = 2048
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -118,6 +120,8 @@ def load_settings(
         log_format=_choice(env, "LOG_FORMAT", ("plain", "json")),
         # At least a day: a job row is what recognises an update Telegram delivers again.
         job_retention_days=_number(env, "JOB_RETENTION_DAYS", 30.0, minimum=1, maximum=36500),
+        stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 30.0, minimum=1, maximum=600),
+        cache_max_mb=int(_number(env, "CACHE_MAX_MB", 2048, minimum=1, maximum=10**7, integer=True)),
         metrics_port=_port(env, "METRICS_PORT"),
         metrics_listen=env.get("METRICS_LISTEN") or "0.0.0.0",
         **_webhook(env),

@@ -116,7 +116,7 @@ def test_sigterm_exits_within_10_s_and_the_unfinished_photos_are_answered_after_
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str], data_dir: Path, tmp_path: Path
 ) -> None:
     picwish.set_latency(SLOW)
-    with running(env, tmp_path) as first:
+    with running({**env, "STOP_GRACE_SECONDS": "5"}, tmp_path) as first:
         in_flight = [telegram.send_photo(USER, variant_jpeg(200 + i))["message_id"] for i in range(4)]
         picwish.wait_for(lambda: len(picwish.creates()) == 4, timeout=20)
         started = time.monotonic()
@@ -133,6 +133,47 @@ def test_sigterm_exits_within_10_s_and_the_unfinished_photos_are_answered_after_
         wait_for_answers(telegram, [*in_flight, late])
         stop_and_wait(second)
     assert_answered_exactly_once(telegram, [*in_flight, late])
+
+
+def test_sigterm_waits_for_cutouts_already_requested_so_none_is_paid_twice(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    picwish.set_latency(10.0)  # each cutout takes 10 s at the API: longer than any short grace
+    with running(env, tmp_path) as first:
+        photos = [telegram.send_photo(USER, variant_jpeg(220 + i))["message_id"] for i in range(4)]
+        picwish.wait_for(lambda: len(picwish.creates()) == 4, timeout=20)
+        first.terminate()
+        assert first.wait(timeout=40) == 0  # within STOP_GRACE_SECONDS (30) and its shutdown
+    # The cutouts already requested were received, stored and answered before the exit.
+    assert_answered_exactly_once(telegram, photos)
+    assert not open_jobs(data_dir)
+    polls = len(telegram.calls_to("getUpdates"))
+    with running(env, tmp_path) as second:
+        telegram.wait_for_call("getUpdates", count=polls + 1, timeout=30)
+        stop_and_wait(second)
+    assert_answered_exactly_once(telegram, photos)
+    assert len(picwish.creates()) == 4, "every cutout paid for once"
+
+
+def test_killed_while_the_api_works_on_a_task_resumes_that_task_instead_of_paying_again(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str], data_dir: Path, tmp_path: Path
+) -> None:
+    picwish.set_latency(6.0)
+    picwish.script(Outcome.processing())  # the sync create answers "still working": the bot polls the task
+    with running(env, tmp_path) as first:
+        photo = telegram.send_photo(USER, variant_jpeg(240))["message_id"]
+        picwish.wait_for(lambda: len(picwish.queries()) >= 1, timeout=20)
+        first.kill()
+        first.wait()
+    uri = f"file:{data_dir / 'bot.sqlite3'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        (task_id,) = db.execute("SELECT task_id FROM jobs WHERE message_id = ?", (photo,)).fetchone()
+    assert task_id == picwish.creates()[0].task_id, "the task id was kept"
+    with running(env, tmp_path) as second:
+        wait_for_answers(telegram, [photo])
+        stop_and_wait(second)
+    assert_answered_exactly_once(telegram, [photo])
+    assert len(picwish.creates()) == 1, "the restart waited for the same task"
 
 
 def test_killed_between_sticker_and_png_sends_only_the_png_after_restart(

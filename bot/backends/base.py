@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +20,11 @@ class CutoutRequest:
     output_format: str = "png"
     # A hint after a failed attempt: use the API's async task mode (a backend may ignore it).
     prefer_async: bool = False
+    # A task the backend started for this photo before a restart: wait for it rather than start (and
+    # pay for) another. A backend without tasks ignores it.
+    resume_task: str | None = None
+    # Called with the id of a task the backend will poll, so it can be resumed after a restart.
+    on_task: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
 
 class CutoutBackend(Protocol):

@@ -147,7 +147,13 @@ class PicWishClient:
 
     # --- the backend interface -------------------------------------------------------------------
     async def cutout(self, request: CutoutRequest) -> bytes:
-        """Create a sync task; poll if it is not finished yet; download the result at once."""
+        """Create a sync task; poll if it is not finished yet; download the result at once. A task from
+        before a restart (``resume_task``) is waited for instead, while the API still has it."""
+        if request.resume_task is not None:
+            try:
+                return await self._fetch_result(await self.wait_for_task(await self.query_task(request.resume_task)))
+            except (errors.NotFound, errors.ResultExpired):
+                log.debug("task_id=%s is gone; making the cutout again", request.resume_task)
         if request.prefer_async:
             return await self.cutout_async(request)
         task = await self.create_task(
@@ -157,6 +163,7 @@ class PicWishClient:
             output_format=request.output_format,
         )
         if not task.done:
+            _note_task(request, task)
             task = await self.wait_for_task(task)
         return await self._fetch_result(task)
 
@@ -168,6 +175,7 @@ class PicWishClient:
             crop=request.crop,
             output_format=request.output_format,
         )
+        _note_task(request, task)
         task = await self.wait_for_task(task)
         return await self._fetch_result(task)
 
@@ -422,6 +430,12 @@ class PicWishClient:
         if parsed.host and (parsed.scheme == "https" or _origin(parsed) == self._api_origin):
             return parsed
         raise errors.UnsafeResultUrl("download: the result URL is neither https nor on the API host")
+
+
+def _note_task(request: CutoutRequest, task: TaskResult) -> None:
+    """Tell the caller which task to resume if this process stops before the task is done."""
+    if request.on_task is not None:
+        request.on_task(task.task_id)
 
 
 def _source(request: CutoutRequest) -> dict[str, Any]:

@@ -42,13 +42,15 @@ from bot.observability import Metrics
 from bot.pipeline.batches import Batches
 from bot.pipeline.status import Status, StatusBoard
 from bot.props import prop_file_name
-from bot.storage import CutoutRecord, JobRecord, ResultRecord, Store
+from bot.storage import CutoutRecord, JobRecord, ResultRecord, Store, cache
 
 log = logging.getLogger(__name__)
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 #: The API keeps a result an hour; a link's picture may change after that, so its cache entry does not last.
 LINK_CACHE_SECONDS = 3600.0
+#: A task made before a restart is resumed while the API surely still keeps it (results live an hour).
+TASK_RESUME_SECONDS = 3000.0
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,7 @@ class CutoutService:
         """One paid API call; its full-resolution answer is kept, every variant is rendered from it."""
         data = b"" if job.url else await asyncio.to_thread(self._incoming_path(job).read_bytes)
         log.info("job %s: to %s (%s)", job.id, self.backend.name, job.options.api_key)
+        fresh = job.task_id is not None and time.time() - (job.task_at or 0.0) < TASK_RESUME_SECONDS
         request = CutoutRequest(
             image=data,
             filename=job.file_name or "photo.jpg",
@@ -505,6 +508,8 @@ class CutoutService:
             image_url=job.url,
             crop=job.options.crop,
             output_format=job.options.output.api_format,
+            resume_task=job.task_id if fresh else None,
+            on_task=lambda task_id: self.store.update_job(job, task_id=task_id, task_at=time.time()),
         )
         try:
             result = await self._call_with_retries(request, job.lang)
@@ -543,6 +548,7 @@ class CutoutService:
         """The 512 px sticker and PNG for the job's render options, rendered once and kept."""
         variant = sticker_key(key, job.options)
         if (cached := self.store.cutout_by_key(variant)) is not None:
+            await asyncio.to_thread(_touch_all, cached.sticker_path, cached.png_path)
             return cached
         result = await self._result_bytes(key)
         rendered = await asyncio.to_thread(
@@ -571,9 +577,11 @@ class CutoutService:
         if result is None:
             raise _NotCached(key)
         try:
-            return await asyncio.to_thread(Path(result.path).read_bytes)
+            data = await asyncio.to_thread(Path(result.path).read_bytes)
         except FileNotFoundError:
             raise _NotCached(key) from None
+        await asyncio.to_thread(cache.touch, result.path)  # used: the last to be evicted
+        return data
 
     async def _call_with_retries(self, request: CutoutRequest, lang: str | None) -> bytes:
         deadline = time.monotonic() + self.retry.total
@@ -804,6 +812,11 @@ def _as_cutout_error(exc: BaseException, job: JobRecord, what: str) -> errors.Cu
         return exc
     log.error("%s of job %s failed", what, job.id, exc_info=exc)
     return errors.CutoutError(type(exc).__name__)
+
+
+def _touch_all(*paths: str) -> None:
+    for path in paths:
+        cache.touch(path)
 
 
 def _keep_result(path: Path, result: bytes) -> tuple[int, int]:

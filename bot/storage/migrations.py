@@ -144,6 +144,12 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN -7 THEN 'corrupt_image'
         ELSE 'api_failed' END;
     """,
+    # 6: the task a backend is still working on for a job (its id and when it was made), so a restart,
+    # even after kill -9, waits for that task instead of paying for the photo again.
+    """
+    ALTER TABLE jobs ADD COLUMN task_id TEXT;
+    ALTER TABLE jobs ADD COLUMN task_at REAL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

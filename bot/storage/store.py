@@ -50,6 +50,8 @@ class JobRecord:
     batch_id: str | None = None  # jobs answered together, in order: an album, or one message's links
     batch_index: int = 0  # the order within the batch
     origin_part: int = 0  # which of the message's requests (several links in one message)
+    task_id: str | None = None  # the backend's task still being worked on (resumed after a restart)
+    task_at: float | None = None
 
     @property
     def is_private(self) -> bool:
