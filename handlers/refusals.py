@@ -13,6 +13,7 @@ from telegram.ext import Application
 from bot import errors
 from bot.config import Settings
 from bot.texts import text
+from handlers.messenger import TelegramMessenger
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,9 @@ class Refusals:
         chat = burst.update.effective_chat
         brief = chat is not None and chat.type != "private"
         first, refusal = burst.refused[0]
-        values = {
-            "count": len(burst.refused),
-            "max_pending": self._settings.user_max_pending,
-            "per_minute": self._settings.user_per_minute,
-            "seconds": max(1, round(max(r.retry_after for _, r in burst.refused))),
-        }
+        # The limits and the longest wait among them: when every photo of the burst may come again.
+        latest = max((r for _, r in burst.refused), key=lambda r: r.retry_after)
+        values = TelegramMessenger.text_values_for(self._settings, latest) | {"count": len(burst.refused)}
         key_name = refusal.text_key if len(burst.refused) == 1 else f"{refusal.text_key}_many"
         try:
             await self._app.bot.send_message(

@@ -577,11 +577,9 @@ class CutoutService:
         if result is None:
             raise _NotCached(key)
         try:
-            data = await asyncio.to_thread(Path(result.path).read_bytes)
+            return await asyncio.to_thread(_read_used, result.path)
         except FileNotFoundError:
             raise _NotCached(key) from None
-        await asyncio.to_thread(cache.touch, result.path)  # used: the last to be evicted
-        return data
 
     async def _call_with_retries(self, request: CutoutRequest, lang: str | None) -> bytes:
         deadline = time.monotonic() + self.retry.total
@@ -696,29 +694,43 @@ class CutoutService:
         """Send the parts of the answer not sent yet, in order; each sent part is recorded at once,
         so a restart sends only the rest, never a part twice."""
         offline = self.fallback is not None and job.cache_key is not None and key != job.cache_key
-        while job.parts_sent < len(parts := self._parts(job)):
+        parts = self._parts(job)
+        cutout: CutoutRecord | None = None  # the 512 px render the sticker and the PNG share
+        while job.parts_sent < len(parts):
             part = parts[job.parts_sent]
+            if part in (Part.STICKER, Part.PNG) and cutout is None:
+                cutout = await self._sticker(job, key)
             try:
-                await self._send_part(job, key, part, pack_button=Part.STICKER not in parts, offline=offline)
+                await self._send_part(
+                    job, key, part, cutout, pack_button=Part.STICKER not in parts, offline=offline
+                )
             except errors.StickersRefused:
                 log.info("chat %s refuses stickers: answering there without them", job.chat_id)
                 settings = self.store.chat_settings(job.chat_id)
                 self.store.save_chat_settings(replace(settings, no_stickers=True))
+                parts = self._parts(job)
                 continue
             self.store.update_job(
                 job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key
             )
 
     async def _send_part(
-        self, job: JobRecord, key: str, part: Part, *, pack_button: bool, offline: bool
+        self,
+        job: JobRecord,
+        key: str,
+        part: Part,
+        cutout: CutoutRecord | None,
+        *,
+        pack_button: bool,
+        offline: bool,
     ) -> None:
         if part is Part.STICKER:
-            cutout = await self._sticker(job, key)
+            assert cutout is not None
             sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
             if sent is not None:
                 self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
         elif part is Part.PNG:
-            cutout = await self._sticker(job, key)
+            assert cutout is not None
             await self.messenger.send_png(job, cutout, pack_button=pack_button, offline=offline)
         elif part is Part.JPG:
             jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
@@ -812,6 +824,13 @@ def _as_cutout_error(exc: BaseException, job: JobRecord, what: str) -> errors.Cu
         return exc
     log.error("%s of job %s failed", what, job.id, exc_info=exc)
     return errors.CutoutError(type(exc).__name__)
+
+
+def _read_used(path: str) -> bytes:
+    """A cached file's bytes; reading it marks it used, so it is the last to be evicted."""
+    data = Path(path).read_bytes()
+    cache.touch(path)
+    return data
 
 
 def _touch_all(*paths: str) -> None:
