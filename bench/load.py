@@ -91,7 +91,7 @@ class Bot:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_", "REDIS_"))}
-        env.update(self.env, PYTHONPATH=str(ROOT), BENCH_LAG_FILE=str(self.lag_path))
+        env.update(self.env, PYTHONPATH=str(ROOT), BENCH_LAG_FILE=str(self.lag_path), ENV_FILE="")
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(PROBED_BOT)], cwd=self.workdir, env=env, stdout=log, stderr=log

@@ -23,7 +23,8 @@ from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.observability import Health, Metrics
 from bot.pipeline.service import CutoutService, RetryPolicy
-from bot.storage import Store, cache
+from bot.storage import Store, cache, usage
+from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter
 from bot.web import WebServer
 
@@ -91,6 +92,7 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             total=settings.picwish_retry_seconds, base=min(1.0, settings.picwish_retry_seconds / 10)
         ),
         metrics=metrics,
+        disk=DiskSpace(settings.data_dir, settings.disk_min_free_mb << 20),
     )
     app.bot_data.update(
         store=store, budget=budget, backends=[b for b in (backend, fallback) if b], service=service
@@ -105,7 +107,7 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     await service.start(handlers.TelegramMessenger(app.bot, settings))
     if app.job_queue is not None:  # bounded tables: old answered jobs go, at start-up and every 6 hours
         app.job_queue.run_repeating(_housekeeping, interval=6 * 3600, first=1.0, name="housekeeping")
-    await handlers.publish_menu(app.bot, store)
+    await handlers.publish_menu(app.bot, store, settings.admin_user_ids)
     # Everything built so far lives as long as the bot: leave it out of the garbage collector's full
     # passes, which otherwise stall the event loop for tens of milliseconds under load.
     gc.collect()
@@ -144,11 +146,13 @@ def local_engine(concurrency: int) -> CutoutBackend:
 
 
 async def _housekeeping(context: CallbackContext[Any, Any, Any, Any]) -> None:
-    """Prune answered jobs older than JOB_RETENTION_DAYS (open jobs are never pruned), and keep the cutout
-    cache under CACHE_MAX_MB, least recently used first (off the event loop)."""
+    """Prune answered jobs older than JOB_RETENTION_DAYS (open jobs are never pruned) and /stats counts
+    older than a month, and keep the cutout cache under CACHE_MAX_MB, least recently used first (off the
+    event loop)."""
     settings: Settings = context.bot_data["settings"]
     store: Store = context.bot_data["store"]
     pruned = store.prune_jobs(time.time() - settings.job_retention_days * 86400)
     if pruned:
         log.info("pruned %d answered job(s) older than %g days", pruned, settings.job_retention_days)
+    usage.prune_counts(store)
     await asyncio.to_thread(cache.evict, settings.data_dir, settings.cache_max_mb << 20)

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -32,9 +33,9 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain import CutoutOptions, JobState, Output, Size
 from bot.imaging import INPUT_EXTENSIONS, write_zip_parts
 from bot.logsetup import configure_logging
-from bot.pipeline.service import CutoutService, JobSpec, PropFile, SentSticker
+from bot.pipeline.service import CutoutService, JobSpec, PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
-from bot.storage import CutoutRecord, JobRecord, Store
+from bot.storage import JobRecord, Store
 from bot.texts import text
 
 #: No per-user limits on the command line: its one "user" is whoever runs it.
@@ -147,18 +148,21 @@ class _FileMessenger:
     async def download(self, job: JobRecord) -> bytes:
         return await asyncio.to_thread(Path(job.file_id).read_bytes)
 
+    async def fetch_sticker(self, file_id: str) -> bytes:
+        raise LookupError("no chat holds stickers for the command line")  # it never sends any
+
     async def show_status(self, job: JobRecord, status: Status) -> None:
         return None
 
     async def chat_action(self, job: JobRecord) -> None:
         return None
 
-    async def send_sticker(self, job: JobRecord, cutout: CutoutRecord, known_id: str | None) -> SentSticker | None:
-        await asyncio.to_thread(self._write, f"{self._stem(job)}.webp", Path(cutout.sticker_path))
+    async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
+        await asyncio.to_thread(self._write, f"{self._stem(job)}.webp", sticker.webp)
         return None
 
-    async def send_png(self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool, offline: bool) -> None:
-        await asyncio.to_thread(self._write, f"{self._stem(job)}.png", Path(cutout.png_path))
+    async def send_png(self, job: JobRecord, sticker: Sticker, *, pack_button: bool, offline: bool) -> None:
+        await asyncio.to_thread(self._write, f"{self._stem(job)}.png", sticker.png)
 
     async def send_jpg(self, job: JobRecord, jpg: bytes, *, offline: bool) -> None:
         await asyncio.to_thread(self._write, f"{self._stem(job)}.jpg", jpg)
@@ -176,8 +180,8 @@ class _FileMessenger:
         self._bar.write(f"{self._photos[job.message_id]}: {reason}")
         self._advance()
 
-    async def alert_admins(self, text_key: str, lang: str | None) -> None:
-        self._bar.write(text(text_key, lang=lang))
+    async def alert_admins(self, text_key: str, lang: str | None, **values: Any) -> None:
+        self._bar.write(text(text_key, lang=lang, **values))
 
     def _advance(self) -> None:
         self._bar.update(1)

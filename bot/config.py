@@ -1,4 +1,8 @@
-"""Settings from the environment (and ``.env`` through python-dotenv).
+"""Settings from the environment (and a ``.env`` file through python-dotenv).
+
+The ``.env`` read is the file ``ENV_FILE`` names (empty or ``none``: no file), else ``.env`` in the
+working directory, else ``.env`` in the project folder, so a Procfile host or systemd may start the
+bot anywhere. Values already in the environment win over the file's.
 
 The variable names are a contract: deployment docs and outside tests rely on them. A missing or
 malformed value raises :class:`ConfigError` with one line that names the variable and the fix;
@@ -19,6 +23,16 @@ from dotenv import load_dotenv
 
 _TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _project_dir() -> Path | None:
+    folder = Path(__file__).resolve().parent.parent
+    return folder if (folder / "pyproject.toml").is_file() else None
+
+
+#: The project folder (the one holding pyproject.toml, the parent of this package), whose ``.env`` is
+#: read when the working directory has none; None when the package is installed elsewhere.
+PROJECT_DIR: Path | None = _project_dir()
 
 
 class ConfigError(Exception):
@@ -54,6 +68,7 @@ class Settings:
     job_retention_days: float = 30.0
     stop_grace_seconds: float = 30.0
     cache_max_mb: int = 2048
+    disk_min_free_mb: int = 200
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -67,11 +82,11 @@ class Settings:
 def load_settings(
     environ: Mapping[str, str] | None = None, *, dotenv: bool = True, telegram: bool = True
 ) -> Settings:
-    """Read and check every setting. ``environ`` defaults to ``os.environ`` after loading ``.env``.
-    ``telegram=False`` (the command line) needs no bot token."""
+    """Read and check every setting. ``environ`` defaults to ``os.environ`` after loading the ``.env``
+    file :func:`dotenv_path` finds. ``telegram=False`` (the command line) needs no bot token."""
     if environ is None:
-        if dotenv:
-            load_dotenv(Path.cwd() / ".env", override=False)
+        if dotenv and (path := dotenv_path(os.environ)) is not None:
+            load_dotenv(path, override=False)
         environ = os.environ
     env = {k: v.strip() for k, v in environ.items()}
 
@@ -122,10 +137,32 @@ def load_settings(
         job_retention_days=_number(env, "JOB_RETENTION_DAYS", 30.0, minimum=1, maximum=36500),
         stop_grace_seconds=_number(env, "STOP_GRACE_SECONDS", 30.0, minimum=1, maximum=600),
         cache_max_mb=int(_number(env, "CACHE_MAX_MB", 2048, minimum=1, maximum=10**7, integer=True)),
+        disk_min_free_mb=int(_number(env, "DISK_MIN_FREE_MB", 200, minimum=0, maximum=10**7, integer=True)),
         metrics_port=_port(env, "METRICS_PORT"),
         metrics_listen=env.get("METRICS_LISTEN") or "0.0.0.0",
         **_webhook(env),
     )
+
+
+def dotenv_path(env: Mapping[str, str]) -> Path | None:
+    """The ``.env`` file to read: ENV_FILE's (from the real environment; empty or ``none``: no file),
+    else ``.env`` in the working directory, else in :data:`PROJECT_DIR`; None when there is none."""
+    named = env.get("ENV_FILE")
+    if named is not None:
+        named = named.strip()
+        if named.lower() in ("", "none"):
+            return None
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"ENV_FILE is {named!r}, but there is no such file; "
+                "point it at your .env file, or set ENV_FILE to none to read no file"
+            )
+        return path
+    for folder in (Path.cwd(), PROJECT_DIR):
+        if folder is not None and (folder / ".env").is_file():
+            return folder / ".env"
+    return None
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:

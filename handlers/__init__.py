@@ -15,7 +15,7 @@ from telegram.ext import (
     filters,
 )
 
-from handlers import access, commands, inline, packs, photos, props, settings
+from handlers import access, admin, commands, inline, packs, photos, props, settings
 from handlers.commands import publish_menu
 from handlers.context import BotContext
 from handlers.errors import on_error
@@ -58,6 +58,7 @@ def register(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("zip", props.zip_command, filters=new))
     app.add_handler(CommandHandler("lang", settings.lang_command, filters=new))
     app.add_handler(CommandHandler("id", commands.id_command, filters=new))
+    app.add_handler(CommandHandler("stats", admin.stats_command, filters=new))
     app.add_handler(MessageHandler(new & private & (pictures | moving), photos.private_picture))
     app.add_handler(MessageHandler(new & groups & pictures, photos.group_picture))
     app.add_handler(MessageHandler(new & groups & _AsksTheBot(app, command=True), commands.unknown))

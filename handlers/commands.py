@@ -1,18 +1,18 @@
-"""/start, /help, /pack and the command menu."""
+"""/start, /help, /pack, /id and the command menus (everyone's, and each admin's)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
-from telegram import Bot, BotCommand, Update
+from telegram import Bot, BotCommand, BotCommandScopeChat, Update
 from telegram.error import TelegramError
 
-from bot.i18n import DEFAULT, LANGUAGES, translator
+from bot.i18n import DEFAULT, LANGUAGES, Translator, translator
 from bot.packs import pack_link
 from bot.storage import Store
 from handlers.common import is_private
@@ -21,44 +21,48 @@ from handlers.context import BotContext
 log = logging.getLogger(__name__)
 
 MENU = ("start", "help", "settings", "props", "zip", "pack", "lang", "cutout", "id")
+#: What an admin (ADMIN_USER_IDS) sees in their private chat with the bot.
+ADMIN_MENU = (*MENU, "stats")
 
 
-async def publish_menu(bot: Bot, store: Store) -> None:
-    """Publish the command menu and the bot's descriptions in every language, each only when it changed
-    since it was last published (so a restart costs no Telegram calls); a failure never stops start-up."""
+async def publish_menu(bot: Bot, store: Store, admin_ids: Iterable[int] = ()) -> None:
+    """Publish the command menu and the bot's descriptions in every language, and each admin's own menu
+    (with /stats), each only when it changed since it was last published (so a restart costs no Telegram
+    calls); a failure never stops start-up."""
     for language in LANGUAGES:
         t = translator(language)
         code = "" if language == DEFAULT else language.split("_")[0].lower()  # English for everyone else
         language_code = code or None
-        commands = [BotCommand(name, t(f"menu_{name}")) for name in MENU]
-        surfaces: list[tuple[str, Any, Callable[[], Awaitable[bool]]]] = [
-            (
-                "commands",
-                [(c.command, c.description) for c in commands],
-                partial(bot.set_my_commands, commands, language_code=language_code),
-            ),
-            (
-                "description",
-                t("bot_description"),
-                partial(bot.set_my_description, t("bot_description"), language_code=language_code),
-            ),
-            (
-                "short_description",
-                t("bot_short_description"),
-                partial(bot.set_my_short_description, t("bot_short_description"), language_code=language_code),
-            ),
-        ]
-        for surface, content, publish in surfaces:
-            key = f"{surface}:{code}"
-            digest = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
-            if store.published(key) == digest:
-                continue
-            try:
-                await publish()
-            except TelegramError as exc:
-                log.warning("could not publish the bot's %s (%s): %s", surface, language, type(exc).__name__)
-                continue
-            store.set_published(key, digest)
+        commands = _commands(t, MENU)
+        await _publish(store, f"commands:{code}", [(c.command, c.description) for c in commands],
+                       partial(bot.set_my_commands, commands, language_code=language_code))
+        await _publish(store, f"description:{code}", t("bot_description"),
+                       partial(bot.set_my_description, t("bot_description"), language_code=language_code))
+        await _publish(store, f"short_description:{code}", t("bot_short_description"),
+                       partial(bot.set_my_short_description, t("bot_short_description"),
+                               language_code=language_code))
+    for admin in sorted(admin_ids):
+        # A chat's own menu wins over every language's: it is in the language the admin chose, if any.
+        commands = _commands(translator(store.chat_settings(admin).language), ADMIN_MENU)
+        await _publish(store, f"commands:admin:{admin}", [(c.command, c.description) for c in commands],
+                       partial(bot.set_my_commands, commands, scope=BotCommandScopeChat(admin)))
+
+
+def _commands(t: Translator, names: tuple[str, ...]) -> list[BotCommand]:
+    return [BotCommand(name, t(f"menu_{name}")) for name in names]
+
+
+async def _publish(store: Store, surface: str, content: Any, publish: Callable[[], Awaitable[bool]]) -> None:
+    """Publish ``content`` to a Telegram surface unless it is what was published there last."""
+    digest = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+    if store.published(surface) == digest:
+        return
+    try:
+        await publish()
+    except TelegramError as exc:  # an admin who never opened the bot: "chat not found", tried next start
+        log.warning("could not publish the bot's %s: %s", surface, type(exc).__name__)
+        return
+    store.set_published(surface, digest)
 
 
 async def start(update: Update, context: BotContext) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
@@ -15,9 +14,9 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from bot import errors
 from bot.config import Settings
 from bot.imaging import PROP_DPI
-from bot.pipeline.service import PropFile, SentSticker
+from bot.pipeline.service import PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
-from bot.storage import CutoutRecord, JobRecord
+from bot.storage import JobRecord
 from bot.texts import text
 from handlers.common import retry_after_seconds
 
@@ -57,6 +56,11 @@ def pack_button_markup(cutout_id: int, lang: str | None) -> InlineKeyboardMarkup
     )
 
 
+def _pack_button(sticker: Sticker, job: JobRecord) -> InlineKeyboardMarkup | None:
+    """The "add to my pack" button; none while the cutout is not in the store yet (a full disk)."""
+    return pack_button_markup(sticker.cutout_id, job.lang) if sticker.cutout_id is not None else None
+
+
 class TelegramMessenger:
     """Implements :class:`bot.pipeline.service.Messenger` with a PTB ``Bot``."""
 
@@ -85,11 +89,17 @@ class TelegramMessenger:
 
     async def download(self, job: JobRecord) -> bytes:
         try:
-            file = await with_retries(lambda: self.bot.get_file(job.file_id), what="getFile")
+            return await self._fetch(job.file_id)
         except BadRequest as exc:
             if "too big" in exc.message.lower():
                 raise errors.FileTooBig("Telegram refused the download") from None
             raise
+
+    async def fetch_sticker(self, file_id: str) -> bytes:
+        return await self._fetch(file_id)
+
+    async def _fetch(self, file_id: str) -> bytes:
+        file = await with_retries(lambda: self.bot.get_file(file_id), what="getFile")
         data = await with_retries(file.download_as_bytearray, what="file download")
         return bytes(data)
 
@@ -115,28 +125,22 @@ class TelegramMessenger:
             job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id
         )
 
-    async def send_sticker(
-        self, job: JobRecord, cutout: CutoutRecord, known_id: str | None
-    ) -> SentSticker | None:
+    async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
         sent: Message | None = None
         if known_id:
             try:
-                sent = await self._send_sticker(job, cutout, known_id)
+                sent = await self._send_sticker(job, sticker, known_id)
             except BadRequest as exc:  # a file_id from another bot token (a new token, the old DATA_DIR)
                 if "file identifier" not in exc.message.lower():
                     raise
                 log.info("stored sticker file_id refused; uploading the sticker again")
         if sent is None:
-            data = await asyncio.to_thread(Path(cutout.sticker_path).read_bytes)
-            sent = await self._send_sticker(job, cutout, data)
+            sent = await self._send_sticker(job, sticker, sticker.webp)
         if sent.sticker is None:
             return None
         return SentSticker(sent.sticker.file_id, sent.sticker.file_unique_id)
 
-    async def send_png(
-        self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool, offline: bool
-    ) -> None:
-        png = await asyncio.to_thread(Path(cutout.png_path).read_bytes)
+    async def send_png(self, job: JobRecord, sticker: Sticker, *, pack_button: bool, offline: bool) -> None:
         caption = self._text(job, "png_caption") if job.is_private else None
         if offline:
             caption = (
@@ -147,11 +151,11 @@ class TelegramMessenger:
         await _answer_part(
             lambda: self.bot.send_document(
                 job.chat_id,
-                png,
+                sticker.png,
                 filename="cutout.png",
                 caption=caption,
                 reply_parameters=self._reply_to(job),
-                reply_markup=pack_button_markup(cutout.id, job.lang) if pack_button else None,
+                reply_markup=_pack_button(sticker, job) if pack_button else None,
                 message_thread_id=job.thread_id,
                 disable_content_type_detection=True,
             ),
@@ -201,14 +205,14 @@ class TelegramMessenger:
     async def finish(self, job: JobRecord) -> None:
         await self._drop_status(job)
 
-    async def _send_sticker(self, job: JobRecord, cutout: CutoutRecord, sticker: str | bytes) -> Message:
+    async def _send_sticker(self, job: JobRecord, cutout: Sticker, sticker: str | bytes) -> Message:
         """sendSticker; a chat that refuses stickers raises :class:`errors.StickersRefused`."""
         return await _answer_part(
             lambda: self.bot.send_sticker(
                 job.chat_id,
                 sticker,
                 reply_parameters=self._reply_to(job),
-                reply_markup=pack_button_markup(cutout.id, job.lang),
+                reply_markup=_pack_button(cutout, job),
                 message_thread_id=job.thread_id,
             ),
             what="sendSticker",
@@ -235,10 +239,10 @@ class TelegramMessenger:
             what="error message",
         )
 
-    async def alert_admins(self, text_key: str, lang: str | None) -> None:
+    async def alert_admins(self, text_key: str, lang: str | None, **values: Any) -> None:
         for admin in sorted(self.settings.admin_user_ids):
             try:
-                await self.bot.send_message(admin, text(text_key, lang=lang))
+                await self.bot.send_message(admin, text(text_key, lang=lang, **values))
             except (BadRequest, Forbidden, NetworkError) as exc:
                 log.warning("could not alert admin %s: %s", admin, type(exc).__name__)
 

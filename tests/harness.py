@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +107,19 @@ class BotThread:
 
 
 class BotProcess:
-    """``python -m bot`` as a child process with the given environment (stderr captured to a file)."""
+    """``python -m bot`` (or ``command``) as a child process with the given environment (stderr captured
+    to a file)."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+    def __init__(self, env: Mapping[str, str], workdir: Path, command: Sequence[str] | None = None) -> None:
         self.log_path = workdir / f"bot-{os.urandom(3).hex()}.log"
         self._log = self.log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
+        full_env["ENV_FILE"] = ""  # no .env of the developer's (the project's) reaches the bot under test
         full_env.update(env)
         full_env["PYTHONPATH"] = str(ROOT)
+        self.env = full_env  # as the child has it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot"],
+            list(command or [sys.executable, "-m", "bot"]),
             cwd=workdir,
             env=full_env,
             stdout=self._log,

@@ -152,12 +152,21 @@ def test_a_cleaned_up_copy_is_made_again_rather_than_failing(
         resend(telegram, USER, photo)
         answered(telegram, 2)
         assert len(picwish.creates()) == 1
-        # The whole cache cleaned away: made again from the API, once.
-        for folder in ("cutouts", "results"):
-            for stored in (data / folder).rglob("*.*"):
-                stored.unlink()
+        # The whole cache cleaned away: fetched back from the sticker Telegram holds, at no cost.
+        def clean_all() -> None:
+            for folder in ("cutouts", "results"):
+                for stored in (data / folder).rglob("*.*"):
+                    stored.unlink()
+
+        clean_all()
         resend(telegram, USER, photo)
         answered(telegram, 3)
+        assert len(picwish.creates()) == 1
+        # ...and when Telegram cannot serve that sticker either: made again from the API, once.
+        clean_all()
+        telegram.fail_next("getFile", error_code=400, description="Bad Request: wrong file_id or the file is temporarily unavailable")
+        resend(telegram, USER, photo)
+        answered(telegram, 4)
     assert len(picwish.creates()) == 2, "made again from the API, once"
 
 

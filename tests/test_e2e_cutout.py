@@ -144,7 +144,7 @@ def test_python_m_bot_answers_a_photo_then_stops_on_sigterm(
 
 def test_missing_token_stops_with_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(PYTHONPATH=str(ROOT), ENV_FILE="")  # ENV_FILE: not the project's filled-in .env
     done = subprocess.run(
         [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )
@@ -157,7 +157,8 @@ def test_missing_token_stops_with_one_clear_line_and_exit_code_2(tmp_path: Path)
 
 def test_malformed_setting_names_the_variable(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
-    env.update(PYTHONPATH=str(ROOT), TELEGRAM_BOT_TOKEN="123456789:" + "a" * 30, PICWISH_API_KEY="k" * 16)
+    env.update(PYTHONPATH=str(ROOT), ENV_FILE="")
+    env.update(TELEGRAM_BOT_TOKEN="123456789:" + "a" * 30, PICWISH_API_KEY="k" * 16)
     env["PICWISH_QPS"] = "fast"
     done = subprocess.run(
         [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60

@@ -87,7 +87,7 @@ def test_fallback_answers_while_picwish_rejects_the_key_and_says_so(
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
-    full.update(env, PYTHONPATH=str(ROOT))
+    full.update(env, PYTHONPATH=str(ROOT), ENV_FILE="")
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300
     )

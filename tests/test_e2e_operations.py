@@ -6,10 +6,12 @@ import json
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from bot.domain import JobState
-from bot.storage import Store
+from bot.storage import Store, cache
 from tests.conftest import USER
-from tests.harness import API_KEY, BOT_TOKEN, BotProcess, BotThread, astronaut_jpeg, bot_env
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, BotThread, astronaut_jpeg, bot_env, open_image
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import FakeTelegram
 
@@ -55,3 +57,31 @@ def test_old_answered_jobs_are_pruned_and_open_ones_kept(
     with BotThread(env) as bot:
         telegram.wait_for(lambda _: bot.service.store.job_for_origin(USER, 1) is None, timeout=10)
         assert bot.service.store.job_for_origin(USER, 2) is not None, "younger than JOB_RETENTION_DAYS"
+
+
+def test_a_photo_evicted_from_the_cache_is_answered_again_from_the_sticker_telegram_holds(
+    telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
+) -> None:
+    photo = astronaut_jpeg()
+    with BotThread(env):
+        telegram.send_photo(USER, photo)
+        first_png = telegram.wait_for_call("sendDocument", timeout=30)[0]
+        first_sticker = telegram.wait_for_call("sendSticker", timeout=30)[0]
+        files, _ = cache.evict(Path(env["DATA_DIR"]), 0)  # what CACHE_MAX_MB does to the oldest entries
+        assert files >= 3, "the API's result, the sticker and the PNG are gone from disk"
+
+        telegram.send_photo(USER, photo)
+        second_png = telegram.wait_for_call("sendDocument", count=2, timeout=30)[1]
+        second_sticker = telegram.wait_for_call("sendSticker", count=2, timeout=30)[1]
+
+    assert len(picwish.creates()) == 1, "no API call: the sticker Telegram holds was fetched back"
+    sticker_id = first_sticker.result["sticker"]["file_id"]
+    assert second_sticker.params["sticker"] == sticker_id, "the same sticker, sent by its file id"
+    before = open_image(telegram.file_bytes(first_png.result["document"]["file_id"]))
+    after = open_image(telegram.file_bytes(second_png.result["document"]["file_id"]))
+    assert after.mode == "RGBA" and after.size == before.size
+    # The same picture: every alpha, and every colour that shows (a clear pixel's colour is not kept).
+    assert after.getchannel("A").tobytes() == before.getchannel("A").tobytes()
+    shown = before.getchannel("A").point(lambda a: 255 if a else 0)
+    black = Image.new("RGBA", before.size)
+    assert Image.composite(after, black, shown).tobytes() == Image.composite(before, black, shown).tobytes()

@@ -15,7 +15,7 @@ OTHERS = [code for code in LANGUAGES if code != DEFAULT]
 LIMITS = {
     "bot_short_description": 120,
     "bot_description": 512,
-    **{f"menu_{c}": 256 for c in ("start", "help", "settings", "props", "zip", "pack", "cutout", "lang", "id")},
+    **{f"menu_{c}": 256 for c in ("start", "help", "settings", "props", "zip", "pack", "cutout", "lang", "id", "stats")},
     # answerCallbackQuery texts (the settings and pack buttons): at most 200 characters
     **{k: 200 for k in ("settings_changed", "settings_unchanged", "admins_only", "pack_added", "pack_created",
                         "pack_already", "pack_not_started", "pack_cutout_gone", "pack_failed", "pack_working",

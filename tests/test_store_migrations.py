@@ -109,7 +109,7 @@ def test_the_bot_refuses_a_newer_database_with_one_clear_line_and_exit_code_2(
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "PICWISH_"))}
-    env.update(bot_env(telegram.url, picwish.url, data), PYTHONPATH=str(ROOT))
+    env.update(bot_env(telegram.url, picwish.url, data), PYTHONPATH=str(ROOT), ENV_FILE="")
     done = subprocess.run(
         [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
     )

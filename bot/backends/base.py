@@ -25,6 +25,8 @@ class CutoutRequest:
     resume_task: str | None = None
     # Called with the id of a task the backend will poll, so it can be resumed after a restart.
     on_task: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    # Called once for each task the backend creates: each one is paid for.
+    on_created: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 class CutoutBackend(Protocol):

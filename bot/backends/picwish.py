@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -161,6 +162,7 @@ class PicWishClient:
             sync=True,
             crop=request.crop,
             output_format=request.output_format,
+            on_created=request.on_created,
         )
         if not task.done:
             _note_task(request, task)
@@ -174,6 +176,7 @@ class PicWishClient:
             sync=False,
             crop=request.crop,
             output_format=request.output_format,
+            on_created=request.on_created,
         )
         _note_task(request, task)
         task = await self.wait_for_task(task)
@@ -188,8 +191,10 @@ class PicWishClient:
         sync: bool = True,
         crop: bool = True,
         output_format: str = "png",
+        on_created: Callable[[], None] | None = None,
     ) -> TaskResult:
-        """POST a task with exactly one of ``image_file`` (filename, bytes, mime) and ``image_url``."""
+        """POST a task with exactly one of ``image_file`` (filename, bytes, mime) and ``image_url``;
+        ``on_created`` is called when the API made the task (paid for, even if it then failed)."""
         form = {"sync": _flag(sync), "crop": _flag(crop), "output_format": output_format}
         part: tuple[str | None, bytes | str, str | None]
         if image_file is not None and image_url is None:
@@ -204,7 +209,14 @@ class PicWishClient:
         request = self._http.build_request("POST", TASKS_PATH, data=form, files=files, timeout=timeout)
         started = time.monotonic()
         response = await self._send_api(request, "create")
-        task = await self._task_from(response, "create", state_required=sync)
+        try:
+            task = await self._task_from(response, "create", state_required=sync)
+        except errors.TaskFailed:
+            if on_created is not None:
+                on_created()  # the task was made, and failed (no face, refused content...)
+            raise
+        if on_created is not None:
+            on_created()
         log.debug(
             "create task_id=%s sync=%s state=%d in %.2fs",
             task.task_id,

@@ -210,6 +210,16 @@ def _compose(im: Image.Image, box: _Box, padding: int) -> Image.Image:
     return canvas
 
 
+def render_from_sticker(webp: bytes) -> RenderedCutout:
+    """The sticker and PNG again from a sticker this bot rendered (and Telegram kept): the WEBP as it
+    is, the PNG decoded from it (the same pixels, as the WEBP is lossless when it fits)."""
+    with open_image(webp, ("WEBP",)) as im:
+        if max(im.size) != STICKER_SIDE:
+            raise errors.CutoutError(f"not one of our stickers: {im.width}x{im.height}")
+        sticker = im.convert("RGBA")
+    return RenderedCutout(webp, _encode_sticker_png(sticker), sticker.width, sticker.height)
+
+
 def _encode_sticker_webp(im: Image.Image) -> bytes:
     """Lossless if it fits in 512 KB, else lossy with the highest quality that does (alpha kept)."""
     # Low effort: on a 512 px head it is ~4x faster than method 4 and within 2 % of its size.

@@ -16,10 +16,12 @@ import contextvars
 import hashlib
 import logging
 import random
+import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,8 +32,9 @@ from bot.budget import QpsBudget, Reservation, handed_over
 from bot.domain import CutoutOptions, JobState, Part
 from bot.fairqueue import FairQueue
 from bot.imaging import (
-    PreparedImage,
+    RenderedCutout,
     prepare_upload,
+    render_from_sticker,
     render_jpg_photo,
     render_prop,
     render_sticker,
@@ -42,7 +45,9 @@ from bot.observability import Metrics
 from bot.pipeline.batches import Batches
 from bot.pipeline.status import Status, StatusBoard
 from bot.props import prop_file_name
-from bot.storage import CutoutRecord, JobRecord, ResultRecord, Store, cache
+from bot.storage import JobRecord, ResultRecord, Store, cache, usage
+from bot.storage.disk import RECHECK_SECONDS, DiskSpace, HeldWrites, is_disk_full
+from bot.storage.store import set_job
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,15 @@ class SentSticker:
 
 
 @dataclass(frozen=True)
+class Sticker:
+    """A job's 512 px cutout, as a sticker (WEBP) and a transparent PNG of the same picture."""
+
+    cutout_id: int | None  # its id in the store (pack buttons, inline mode); None while it could not be recorded
+    webp: bytes = field(repr=False)
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class PropFile:
     """A print-ready prop on disk, ready to send as a document."""
 
@@ -108,19 +122,18 @@ class Messenger(Protocol):
 
     async def download(self, job: JobRecord) -> bytes: ...
 
+    async def fetch_sticker(self, file_id: str) -> bytes:
+        """The bytes of a sticker sent earlier, by the chat side's id of it (it outlives our cache)."""
+
     async def show_status(self, job: JobRecord, status: Status) -> None:
         """Edit the job's (or its batch's) status message."""
 
     async def chat_action(self, job: JobRecord) -> None: ...
 
-    async def send_sticker(
-        self, job: JobRecord, cutout: CutoutRecord, known_id: str | None
-    ) -> SentSticker | None:
+    async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
         """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
 
-    async def send_png(
-        self, job: JobRecord, cutout: CutoutRecord, *, pack_button: bool, offline: bool
-    ) -> None:
+    async def send_png(self, job: JobRecord, sticker: Sticker, *, pack_button: bool, offline: bool) -> None:
         """Send the transparent 512 px PNG (with the pack button when no sticker carries it); ``offline``:
         say that the fallback engine made it."""
 
@@ -135,8 +148,8 @@ class Messenger(Protocol):
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None: ...
 
-    async def alert_admins(self, text_key: str, lang: str | None) -> None:
-        """Tell the bot's admins (in the language of the job that ran into it)."""
+    async def alert_admins(self, text_key: str, lang: str | None, **values: Any) -> None:
+        """Tell the bot's admins (in the language of the job that ran into it, if one did)."""
 
 
 @dataclass
@@ -175,6 +188,7 @@ class CutoutService:
         retry: RetryPolicy | None = None,
         chat_action_every: float = 4.0,
         metrics: Metrics | None = None,
+        disk: DiskSpace | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -183,6 +197,11 @@ class CutoutService:
         self.retry = retry or RetryPolicy()
         self.stats = ServiceStats()
         self.metrics = metrics or Metrics()
+        self.disk = disk or DiskSpace(data_dir, 0)
+        self._held = HeldWrites()  # what a full disk could not take yet; answered from memory meanwhile
+        self._held_results: dict[str, ResultRecord] = {}
+        self._held_renders: dict[str, Sticker] = {}
+        self._disk_watch: asyncio.Task[None] | None = None
         self._incoming = data_dir / "incoming"
         self._cutouts = data_dir / "cutouts"
         self._results = data_dir / "results"
@@ -247,6 +266,10 @@ class CutoutService:
                 log.info("%d job(s) left unanswered for the next start", len(still))
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
+        if self._disk_watch is not None:
+            self._disk_watch.cancel()
+        if self._held and not await self._flush_held():
+            log.error("the disk is still full: %d write(s) held in memory are lost at exit", len(self._held))
 
     @property
     def messenger(self) -> Messenger:
@@ -276,10 +299,20 @@ class CutoutService:
             raise errors.FileTooBig(f"{spec.file_size} bytes")
         if spec.file_size == 0:
             raise errors.EmptyFile()
+        if self._disk_watch is not None or self.disk.low():
+            self._out_of_space()
+            raise errors.Refused("disk_full")
         self._admit(spec)
-        job = self.store.new_job(**spec.__dict__)
+        try:
+            job = self.store.new_job(**spec.__dict__)
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._out_of_space(exc)
+            raise errors.Refused("disk_full") from None
         self.stats.accepted += 1
         self.metrics.photos_received.inc()
+        self._tally(usage.PHOTOS, str(job.user_id))
         self._board.track(job)
         if job.batch_id is not None:
             self._batches.join(job)
@@ -313,12 +346,23 @@ class CutoutService:
     def pending(self, user_id: int) -> int:
         return self.store.count_open_jobs(user_id)
 
+    def queue_now(self) -> tuple[int, int]:
+        """(jobs waiting in line for the API, jobs being cut out now)."""
+        return len(self._queue), len(self._working)
+
+    def _tally(self, name: str, label: str = "") -> None:
+        """Count an event for /stats (held with the rest while the disk is full); never fails the photo."""
+        try:
+            self._db(partial(self.store.count, name, label, at=time.time()))
+        except sqlite3.Error as exc:
+            log.warning("could not count %s: %s", name, exc)
+
     # --- intake: download, validate, cache --------------------------------------------------------
     async def _intake(self, job: JobRecord) -> None:
         try:
             if job.status_message_id is None:
                 status_id = await self._acknowledge(job)
-                self.store.update_job(job, status_message_id=status_id)
+                self._save(job, status_message_id=status_id)
             key = await self._cached_key(job)
         except asyncio.CancelledError:
             raise
@@ -328,7 +372,7 @@ class CutoutService:
         if key is not None:
             await self._conclude(job, key, None, from_cache=True)
             return
-        self.store.update_job(job, state=JobState.QUEUED)
+        self._save(job, state=JobState.QUEUED)
         self._enqueue(job)
 
     def _file_options(self, job: JobRecord) -> str:
@@ -350,7 +394,7 @@ class CutoutService:
         it; otherwise leave it ready for the API (its prepared upload on disk)."""
         if job.url is not None:
             key = url_key(job.url, job.options)
-            self.store.update_job(job, cache_key=key)
+            self._save(job, cache_key=key)
             return key if await self._cache_answers(job, key) else None
         known = self.store.key_for_file(job.file_unique_id, self._file_options(job))
         if known is not None and await self._cache_answers(job, known):
@@ -360,17 +404,19 @@ class CutoutService:
             prepared = await asyncio.to_thread(prepare_upload, raw)
             del raw
             key = result_key(prepared.sha256, job.options, self.backend.name)
-            self.store.update_job(job, cache_key=key)
-            self.store.remember_file(job.file_unique_id, self._file_options(job), key)
-            if await self._cache_answers(job, key):
+            self._save(job, cache_key=key)
+            options = self._file_options(job)
+            self._db(lambda: self.store.remember_file(job.file_unique_id, options, key))
+            if key != known and await self._cache_answers(job, key):  # the same key was just asked
                 return key
-            await asyncio.to_thread(self._write_incoming, job, prepared)
+            await self._write({self._incoming_path(job): prepared.data})
+            self._save(job, file_name=prepared.filename, mime=prepared.mime)
         return None
 
     async def _cache_answers(self, job: JobRecord, key: str) -> bool:
         """Whether the cache holds what the job asks for; raise a failure remembered for the image."""
         self._raise_known_failure(key)
-        if self._fresh_result(job, key) is None and not self._legacy_answer(job, key):
+        if self._fresh_result(job, key) is None and not await self._render_answers(job, key):
             return False
         try:
             if job.options.needs_sticker:
@@ -381,7 +427,7 @@ class CutoutService:
 
     def _fresh_result(self, job: JobRecord, key: str) -> ResultRecord | None:
         """The cached API result; a link's only for the hour the picture behind it is taken to stay."""
-        result = self.store.result_by_key(key)
+        result = self._held_results.get(key) or self.store.result_by_key(key)
         if (
             result is not None
             and job.url is not None
@@ -390,16 +436,41 @@ class CutoutService:
             return None
         return result
 
-    def _legacy_answer(self, job: JobRecord, key: str) -> bool:
-        """A cache made before full-resolution results were kept holds the plain 512 px render only."""
-        wants_plain = set(job.options.parts) <= {Part.STICKER, Part.PNG} and not job.options.outline
-        return wants_plain and self.store.cutout_by_key(sticker_key(key, job.options)) is not None
+    async def _render_answers(self, job: JobRecord, key: str) -> bool:
+        """Without the API's result (evicted, or a cache made before results were kept), a job that asks
+        for the 512 px sticker and PNG only is answered by their render: on disk, or fetched back from the
+        chat side, which still holds the sticker it was sent."""
+        if not set(job.options.parts) <= {Part.STICKER, Part.PNG}:
+            return False
+        variant = sticker_key(key, job.options)
+        if self.store.cutout_by_key(variant) is not None:
+            return True
+        return job.url is None and await self._restore_from_chat(variant)
+
+    async def _restore_from_chat(self, variant: str) -> bool:
+        """Rebuild an evicted 512 px render from the sticker the chat side holds (lossless, so the PNG made
+        from it is the same picture): no API call."""
+        record = self.store.cutout_record(variant)
+        file_id = self.store.sticker_file_id(record.id) if record is not None else None
+        if record is None or file_id is None:
+            return False
+        try:
+            rendered = await asyncio.to_thread(render_from_sticker, await self.messenger.fetch_sticker(file_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # gone from the chat side too, or unreadable: the API makes it again
+            log.info("could not restore cutout %d from its sticker: %s", record.id, type(exc).__name__)
+            return False
+        await self._keep_render(variant, rendered)
+        log.info("cutout %d restored from the sticker the chat holds, at no API cost", record.id)
+        return True
 
     def _raise_known_failure(self, cache_key: str) -> None:
         """The same image already failed for good (no face, refused): answer so again, at no cost."""
         if (text_key := self.store.failed_text(cache_key)) is not None:
             self.stats.cache_hits += 1
             self.metrics.cache_hits.inc()
+            self._tally(usage.CACHE_HITS)
             raise errors.KnownFailure(text_key)
 
     def _enqueue(self, job: JobRecord) -> None:
@@ -456,7 +527,7 @@ class CutoutService:
             return None
 
     async def _process(self, job: JobRecord) -> None:
-        self.store.update_job(job, state=JobState.WORKING)
+        self._save(job, state=JobState.WORKING)
         self._board.want(job, "working")
         action = asyncio.create_task(self._chat_action_loop(job))
         key = job.cache_key
@@ -498,7 +569,7 @@ class CutoutService:
 
     async def _make_cutout(self, job: JobRecord, key: str) -> ResultRecord:
         """One paid API call; its full-resolution answer is kept, every variant is rendered from it."""
-        data = b"" if job.url else await asyncio.to_thread(self._incoming_path(job).read_bytes)
+        data = b"" if job.url else await self._read(self._incoming_path(job))
         log.info("job %s: to %s (%s)", job.id, self.backend.name, job.options.api_key)
         fresh = job.task_id is not None and time.time() - (job.task_at or 0.0) < TASK_RESUME_SECONDS
         request = CutoutRequest(
@@ -509,7 +580,8 @@ class CutoutService:
             crop=job.options.crop,
             output_format=job.options.output.api_format,
             resume_task=job.task_id if fresh else None,
-            on_task=lambda task_id: self.store.update_job(job, task_id=task_id, task_at=time.time()),
+            on_task=lambda task_id: self._save(job, task_id=task_id, task_at=time.time()),
+            on_created=lambda: self._tally(usage.API_TASKS),
         )
         try:
             result = await self._call_with_retries(request, job.lang)
@@ -539,26 +611,56 @@ class CutoutService:
         return await self._keep(offline_key, result, job.options.output.api_format)
 
     async def _keep(self, key: str, result: bytes, extension: str) -> ResultRecord:
+        """Keep the API's answer (paid for): on disk, or in memory while the disk is full."""
         path = self._results / key[:2] / f"{key}.{extension}"
-        width, height = await asyncio.to_thread(_keep_result, path, result)
-        return self.store.add_result(key, str(path), width, height)
+        width, height = await asyncio.to_thread(result_size, result)
+        record = ResultRecord(key, str(path), width, height, time.time())
+        held = not await self._write({path: result})
+        held |= not self._db(lambda: self.store.add_result(key, str(path), width, height))
+        if held:
+            self._held_results[key] = record
+        return record
 
     # --- rendering: every variant from the one result -------------------------------------------
-    async def _sticker(self, job: JobRecord, key: str) -> CutoutRecord:
+    async def _sticker(self, job: JobRecord, key: str) -> Sticker:
         """The 512 px sticker and PNG for the job's render options, rendered once and kept."""
         variant = sticker_key(key, job.options)
+        if (held := self._held_renders.get(variant)) is not None:
+            return held
         if (cached := self.store.cutout_by_key(variant)) is not None:
-            await asyncio.to_thread(_touch_all, cached.sticker_path, cached.png_path)
-            return cached
+            try:
+                webp, png = await asyncio.to_thread(_read_used_pair, cached.sticker_path, cached.png_path)
+                return Sticker(cached.id, webp, png)
+            except FileNotFoundError:
+                pass  # evicted since: rendered again
         result = await self._result_bytes(key)
         rendered = await asyncio.to_thread(
             render_sticker, result, crop=job.options.crop, outline=job.options.outline
         )
+        return await self._keep_render(variant, rendered)
+
+    async def _keep_render(self, variant: str, rendered: RenderedCutout) -> Sticker:
+        """Keep a 512 px render: on disk and in the store, or in memory while the disk is full."""
         sticker_path, png_path = self._cutout_paths(variant)
-        await asyncio.to_thread(_write_files, {sticker_path: rendered.sticker_webp, png_path: rendered.png})
-        return self.store.add_cutout(
-            variant, str(sticker_path), str(png_path), rendered.width, rendered.height
-        )
+        written = await self._write({sticker_path: rendered.sticker_webp, png_path: rendered.png})
+        try:
+            record = self.store.add_cutout(
+                variant, str(sticker_path), str(png_path), rendered.width, rendered.height
+            )
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._out_of_space(exc)
+            self._held.row(
+                lambda: self.store.add_cutout(
+                    variant, str(sticker_path), str(png_path), rendered.width, rendered.height
+                )
+            )
+            written, record = False, None
+        sticker = Sticker(record.id if record else None, rendered.sticker_webp, rendered.png)
+        if not written:
+            self._held_renders[variant] = sticker
+        return sticker
 
     async def _prop(self, job: JobRecord, key: str) -> PropFile:
         """The print-ready prop at the API's full resolution, written under DATA_DIR/props for /zip."""
@@ -568,16 +670,16 @@ class CutoutService:
         )
         del result
         path = self._props / str(job.chat_id) / f"{job.id}.{prop.extension}"
-        await asyncio.to_thread(_write_files, {path: prop.data})
+        await self._write({path: prop.data})
         name = prop_file_name(job.source_name, job.message_id, prop.extension)
         return PropFile(path, name, prop.width, prop.height, prop.scale)
 
     async def _result_bytes(self, key: str) -> bytes:
-        result = self.store.result_by_key(key)
+        result = self._held_results.get(key) or self.store.result_by_key(key)
         if result is None:
             raise _NotCached(key)
         try:
-            return await asyncio.to_thread(_read_used, result.path)
+            return await self._read(Path(result.path))
         except FileNotFoundError:
             raise _NotCached(key) from None
 
@@ -638,10 +740,12 @@ class CutoutService:
         if from_cache:
             self.stats.cache_hits += 1
             self.metrics.cache_hits.inc()
+            self._tally(usage.CACHE_HITS)
         await self._deliver(job, key)
-        self.store.update_job(job, state=JobState.DONE, cache_key=key)
+        self._save(job, state=JobState.DONE, cache_key=key)
         self.stats.answered += 1
         self.metrics.photos_answered.inc()
+        self._tally(usage.CUTOUTS)
         if (started := self._started_at.pop(job.id, None)) is not None:
             log.info(
                 "job %s answered in %.1f s%s",
@@ -655,19 +759,21 @@ class CutoutService:
         if job.url is not None:
             error.text_key = error.link_text_key or error.text_key  # the link was the trouble
         elif error.final and job.cache_key and not isinstance(error, errors.KnownFailure):
-            self.store.remember_failure(job.cache_key, error.text_key)
+            cache_key, text_key = job.cache_key, error.text_key
+            self._db(lambda: self.store.remember_failure(cache_key, text_key))
         await self._batches.turn(job)
         retire = await self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
         self.metrics.photos_failed.labels(error.text_key).inc()
+        self._tally(usage.FAILURES, error.text_key)
         try:
             await self.messenger.fail(job, error)
         except asyncio.CancelledError:
             raise  # still open in SQLite: the next start tells them
         except Exception as exc:  # blocked by the user, chat gone, Telegram down past every retry
             log.warning("could not tell the user job %s failed: %s", job.id, type(exc).__name__)
-        self.store.update_job(job, state=JobState.FAILED, error=type(error).__name__)
+        self._save(job, state=JobState.FAILED, error=type(error).__name__)
         self._started_at.pop(job.id, None)
         # A single photo's status message now says what went wrong; a batch's shared one goes.
         await self._leave(job, retire and job.batch_id is not None)
@@ -695,50 +801,54 @@ class CutoutService:
         so a restart sends only the rest, never a part twice."""
         offline = self.fallback is not None and job.cache_key is not None and key != job.cache_key
         parts = self._parts(job)
-        cutout: CutoutRecord | None = None  # the 512 px render the sticker and the PNG share
+        sticker: Sticker | None = None  # the 512 px render the sticker and the PNG share
         while job.parts_sent < len(parts):
             part = parts[job.parts_sent]
-            if part in (Part.STICKER, Part.PNG) and cutout is None:
-                cutout = await self._sticker(job, key)
+            if part in (Part.STICKER, Part.PNG) and sticker is None:
+                sticker = await self._sticker(job, key)
             try:
                 await self._send_part(
-                    job, key, part, cutout, pack_button=Part.STICKER not in parts, offline=offline
+                    job, key, part, sticker, pack_button=Part.STICKER not in parts, offline=offline
                 )
             except errors.StickersRefused:
                 log.info("chat %s refuses stickers: answering there without them", job.chat_id)
-                settings = self.store.chat_settings(job.chat_id)
-                self.store.save_chat_settings(replace(settings, no_stickers=True))
+                settings = replace(self.store.chat_settings(job.chat_id), no_stickers=True)
+                self._db(partial(self.store.save_chat_settings, settings))
                 parts = self._parts(job)
                 continue
-            self.store.update_job(
-                job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key
-            )
+            self._save(job, state=JobState.DELIVERING, parts_sent=job.parts_sent + 1, cache_key=key)
 
     async def _send_part(
         self,
         job: JobRecord,
         key: str,
         part: Part,
-        cutout: CutoutRecord | None,
+        sticker: Sticker | None,
         *,
         pack_button: bool,
         offline: bool,
     ) -> None:
         if part is Part.STICKER:
-            assert cutout is not None
-            sent = await self.messenger.send_sticker(job, cutout, self.store.sticker_file_id(cutout.id))
-            if sent is not None:
-                self.store.remember_sent_sticker(job.user_id, cutout.id, sent.file_id, sent.file_unique_id)
+            assert sticker is not None
+            cutout_id = sticker.cutout_id
+            known = self.store.sticker_file_id(cutout_id) if cutout_id is not None else None
+            sent = await self.messenger.send_sticker(job, sticker, known)
+            if sent is not None and cutout_id is not None:
+                self._db(
+                    lambda: self.store.remember_sent_sticker(
+                        job.user_id, cutout_id, sent.file_id, sent.file_unique_id
+                    )
+                )
         elif part is Part.PNG:
-            assert cutout is not None
-            await self.messenger.send_png(job, cutout, pack_button=pack_button, offline=offline)
+            assert sticker is not None
+            await self.messenger.send_png(job, sticker, pack_button=pack_button, offline=offline)
         elif part is Part.JPG:
             jpg = await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
             await self.messenger.send_jpg(job, jpg, offline=offline)
         else:
             prop = await self._prop(job, key)
             await self.messenger.send_prop(job, prop)
-            self.store.add_prop(job.chat_id, job.id, str(prop.path), prop.file_name)
+            self._db(lambda: self.store.add_prop(job.chat_id, job.id, str(prop.path), prop.file_name))
 
     async def _finish_delivery(self, job: JobRecord) -> None:
         """A job whose answer was partly sent before a restart: send the rest, never a part again."""
@@ -750,13 +860,15 @@ class CutoutService:
             raise
         except Exception as exc:  # the first part is their answer; the rest is best effort
             log.warning("could not finish answering job %s: %s", job.id, type(exc).__name__)
-        self.store.update_job(job, state=JobState.DONE)
+        self._save(job, state=JobState.DONE)
         self.stats.answered += 1
         self.metrics.photos_answered.inc()
+        self._tally(usage.CUTOUTS)
         await self._leave(job, retire)
 
     def _forget(self, job: JobRecord) -> None:
         self._board.forget(job)
+        self._held.discard(self._incoming_path(job))
         self._incoming_path(job).unlink(missing_ok=True)
 
     # --- feedback -----------------------------------------------------------------------------
@@ -772,9 +884,83 @@ class CutoutService:
     def _incoming_path(self, job: JobRecord) -> Path:
         return self._incoming / f"{job.id}.img"
 
-    def _write_incoming(self, job: JobRecord, prepared: PreparedImage) -> None:
-        self._incoming_path(job).write_bytes(prepared.data)
-        self.store.update_job(job, file_name=prepared.filename, mime=prepared.mime)
+
+    async def _write(self, files: dict[Path, bytes]) -> bool:
+        """Write files off the loop; True if they are on disk, False if the disk is full and they are held
+        in memory until it is not (they are read from there meanwhile)."""
+        try:
+            await asyncio.to_thread(_write_files, files)
+            return True
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._out_of_space(exc)
+            for path, data in files.items():
+                self._held.file(path, data)
+            return False
+
+    async def _read(self, path: Path) -> bytes:
+        """A file's bytes, held in memory or on disk (a cached file read is marked used: evicted last)."""
+        held = self._held.read(path)
+        return held if held is not None else await asyncio.to_thread(_read_used, path)
+
+    def _db(self, write: Callable[[], object]) -> bool:
+        """Run one store write; True if done, False if the disk is full and it waits for room (in order)."""
+        if self._held.rows_waiting:
+            self._held.row(write)
+            return False
+        try:
+            write()
+            return True
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._out_of_space(exc)
+            self._held.row(write)
+            return False
+
+    def _save(self, job: JobRecord, **values: Any) -> None:
+        """Record a job's progress: in memory at once, in the store now or once there is room."""
+        self._db(partial(self.store.write_job, job.id, set_job(job, **values)))
+
+    # --- a full disk --------------------------------------------------------------------------
+    def _out_of_space(self, failure: BaseException | None = None) -> None:
+        """The disk is (nearly) full: new photos pause, one ERROR line and one admin alert per incident,
+        and a watcher resumes intake (and writes what is held) once there is room again."""
+        if failure is not None:
+            self.disk.ran_out()
+        if self._disk_watch is not None:
+            return
+        free_mb = self.disk.free() >> 20
+        log.error(
+            "the disk under DATA_DIR is full (%d MB free, DISK_MIN_FREE_MB is %d%s): new photos are "
+            "refused until there is room; photos already taken are still answered",
+            free_mb,
+            self.disk.min_free >> 20,
+            f"; a write failed: {failure.__class__.__name__}" if failure is not None else "",
+        )
+        self._disk_watch = asyncio.get_running_loop().create_task(self._watch_disk(), name="disk-watch")
+        self._spawn(_quietly(self.messenger.alert_admins("admin_disk_full", None, free_mb=free_mb)))
+
+    async def _watch_disk(self) -> None:
+        try:
+            # Free space has no event to wait on: it is polled, every few seconds, during an incident only.
+            while self.disk.low() or not await self._flush_held():  # noqa: ASYNC110
+                await asyncio.sleep(RECHECK_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("writing what the full disk held failed")
+        self._held_results.clear()
+        self._held_renders.clear()
+        self._disk_watch = None
+        free_mb = self.disk.free() >> 20
+        log.warning("the disk has room again (%d MB free): taking new photos", free_mb)
+        await _quietly(self.messenger.alert_admins("admin_disk_recovered", None, free_mb=free_mb))
+
+    async def _flush_held(self) -> bool:
+        """Write what the full disk held: files off the loop, then the store writes in their order."""
+        return await asyncio.to_thread(self._held.flush_files, _write_file) and self._held.flush_rows()
 
     def _cutout_paths(self, key: str) -> tuple[Path, Path]:
         folder = self._cutouts / key[:2]
@@ -826,32 +1012,32 @@ def _as_cutout_error(exc: BaseException, job: JobRecord, what: str) -> errors.Cu
     return errors.CutoutError(type(exc).__name__)
 
 
-def _read_used(path: str) -> bytes:
+def _read_used(path: str | Path) -> bytes:
     """A cached file's bytes; reading it marks it used, so it is the last to be evicted."""
     data = Path(path).read_bytes()
     cache.touch(path)
     return data
 
 
-def _touch_all(*paths: str) -> None:
-    for path in paths:
-        cache.touch(path)
-
-
-def _keep_result(path: Path, result: bytes) -> tuple[int, int]:
-    """Check the API's answer is an image, then write it to the cache; its size."""
-    size = result_size(result)
-    _write_files({path: result})
-    return size
+def _read_used_pair(first: str, second: str) -> tuple[bytes, bytes]:
+    return _read_used(Path(first)), _read_used(Path(second))
 
 
 def _write_files(files: dict[Path, bytes]) -> None:
     for path, data in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A name of its own: two jobs may write the same cached file at once.
-        tmp = path.with_suffix(f"{path.suffix}.{uuid.uuid4().hex[:8]}.tmp")
+        _write_file(path, data)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A name of its own: two jobs may write the same cached file at once.
+    tmp = path.with_suffix(f"{path.suffix}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
         tmp.write_bytes(data)
         tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file would keep the disk full
+        raise
 
 
 async def _quietly(awaitable: Awaitable[None]) -> None:
@@ -864,4 +1050,4 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         log.debug("best-effort call failed: %s", type(exc).__name__)
 
 
-__all__ = ["CutoutService", "JobSpec", "Messenger", "PropFile", "RetryPolicy", "SentSticker"]
+__all__ = ["CutoutService", "JobSpec", "Messenger", "PropFile", "RetryPolicy", "SentSticker", "Sticker"]

@@ -150,6 +150,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN task_id TEXT;
     ALTER TABLE jobs ADD COLUMN task_at REAL;
     """,
+    # 7: what the bot did each day (UTC), for /stats: kept apart from the jobs, which are pruned sooner.
+    """
+    CREATE TABLE daily_counts (
+        day TEXT NOT NULL,
+        name TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, name, label)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -108,6 +108,19 @@ class PackRecord:
 _JOB_COLUMNS = [f.name for f in fields(JobRecord)]
 
 
+def set_job(job: JobRecord, **values: Any) -> dict[str, Any]:
+    """Change a job in memory; the fields to write, ``updated_at`` included."""
+    for name, value in values.items():
+        setattr(job, name, value)
+    job.updated_at = time.time()
+    return {**values, "updated_at": job.updated_at}
+
+
+def utc_day(at: float | None = None) -> str:
+    """The UTC date of ``at`` (now by default) as YYYY-MM-DD: the day /stats counts in."""
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() if at is None else at))
+
+
 def _to_db(value: Any) -> Any:
     return value.to_json() if isinstance(value, CutoutOptions) else value
 
@@ -155,13 +168,13 @@ class Store:
         return job
 
     def update_job(self, job: JobRecord, **values: Any) -> None:
-        for name, value in values.items():
-            setattr(job, name, value)
-        job.updated_at = time.time()
-        values["updated_at"] = job.updated_at
+        self.write_job(job_id=job.id, values=set_job(job, **values))
+
+    def write_job(self, job_id: str, values: dict[str, Any]) -> None:
+        """Write a job's changed fields (see :func:`set_job`) to the database."""
         assignments = ", ".join(f"{name} = ?" for name in values)
         self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE id = ?", [*map(_to_db, values.values()), job.id]
+            f"UPDATE jobs SET {assignments} WHERE id = ?", [*map(_to_db, values.values()), job_id]
         )
 
     def job_for_origin(self, chat_id: int, origin_message_id: int, part: int = 0) -> JobRecord | None:
@@ -187,6 +200,12 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def count_all_open_jobs(self) -> int:
+        row = self._db.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE state IN ({', '.join('?' for _ in OPEN_STATES)})", OPEN_STATES
+        ).fetchone()
+        return int(row[0])
+
     def prune_jobs(self, older_than: float) -> int:
         cur = self._db.execute(
             "DELETE FROM jobs WHERE state IN (?, ?) AND updated_at < ?",
@@ -202,6 +221,11 @@ class Store:
         if record is None or not (Path(record.sticker_path).is_file() and Path(record.png_path).is_file()):
             return None
         return record
+
+    def cutout_record(self, cache_key: str) -> CutoutRecord | None:
+        """The cutout's row, whether or not its files are still on disk (they may have been evicted)."""
+        row = self._db.execute("SELECT * FROM cutouts WHERE cache_key = ?", (cache_key,)).fetchone()
+        return CutoutRecord(**dict(row)) if row else None
 
     def cutout_by_id(self, cutout_id: int) -> CutoutRecord | None:
         row = self._db.execute("SELECT * FROM cutouts WHERE id = ?", (cutout_id,)).fetchone()
@@ -259,6 +283,25 @@ class Store:
             (cache_key, path, width, height, record.created_at),
         )
         return record
+
+    # --- daily counts (/stats) -----------------------------------------------------------------
+    def count(self, name: str, label: str = "", *, at: float | None = None) -> None:
+        """Add one to today's (UTC) count of ``name`` (and ``label``: a failure's reason, a user id)."""
+        self._db.execute(
+            "INSERT INTO daily_counts (day, name, label, count) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (day, name, label) DO UPDATE SET count = count + 1",
+            (utc_day(at), name, label),
+        )
+
+    def counts_since(self, day: str) -> list[tuple[str, str, str, int]]:
+        """(day, name, label, count) for every day from ``day`` (YYYY-MM-DD, UTC) on."""
+        rows = self._db.execute(
+            "SELECT day, name, label, count FROM daily_counts WHERE day >= ?", (day,)
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def prune_counts(self, before_day: str) -> int:
+        return self._db.execute("DELETE FROM daily_counts WHERE day < ?", (before_day,)).rowcount
 
     # --- chat settings and props ----------------------------------------------------------------
     def chat_settings(self, chat_id: int) -> ChatSettings:

@@ -1198,7 +1198,8 @@ class FakeTelegram:
 
     @property
     def commands(self) -> dict[str, list[dict[str, Any]]]:
-        """Commands set with setMyCommands, keyed by "<scope type>/<language code>" ("default/")."""
+        """Commands set with setMyCommands, keyed by "<scope type>/<language code>" ("default/"); a chat's
+        scope is keyed with its id ("chat:42/")."""
         with self._cond:
             return copy.deepcopy(self._commands)
 
@@ -1770,7 +1771,14 @@ class FakeTelegram:
         scope = params.json("scope") or {"type": "default"}
         if not isinstance(scope, dict) or "type" not in scope:
             raise _bad("can't parse BotCommandScope JSON object")
-        return f"{scope['type']}/{params.text('language_code') or ''}"
+        kind = scope["type"]
+        if kind in ("chat", "chat_administrators", "chat_member"):
+            chat_id = scope.get("chat_id")
+            user = self._users.get(chat_id) if isinstance(chat_id, int) else None
+            if chat_id not in self._chats or (user is not None and not user.started):
+                raise _bad("chat not found")  # a user who never opened the bot is no chat of its own
+            kind = f"{kind}:{chat_id}"
+        return f"{kind}/{params.text('language_code') or ''}"
 
     def _set_my_commands(self, params: _Params) -> bool:
         commands = params.json("commands")
