@@ -12,6 +12,7 @@ from telegram.error import InvalidToken
 from bot.config import ConfigError, Settings, load_settings
 from bot.errors import EngineMissing
 from bot.logsetup import configure_logging
+from bot.storage import StoreUnavailable
 from bot.storage.migrations import SchemaTooNew
 
 
@@ -43,6 +44,9 @@ def main() -> int:
             "run that release, or point DATA_DIR at another folder",
             file=sys.stderr,
         )
+        return 2
+    except StoreUnavailable as exc:  # DATA_DIR not writable, the database in use by another bot, or damaged
+        print(f"data error: {exc}", file=sys.stderr)
         return 2
     except Exception:
         # Logged rather than left to the interpreter, so the traceback goes through the redacting log records.

@@ -18,7 +18,7 @@ import handlers
 from bot.admission import UserLimits
 from bot.backends.base import CutoutBackend
 from bot.backends.picwish import PicWishClient
-from bot.budget import QpsBudget, make_budget
+from bot.budget import QpsBudget, RedisBudget, make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.observability import Health, Metrics
@@ -70,6 +70,8 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     else:
         # Processes sharing a key share a budget (in Redis, under a hash of the key, never the key).
         budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key, metrics=metrics)
+        if isinstance(budget, RedisBudget):  # unreachable: one line naming it, and photos wait for it
+            await budget.check()
         backend = PicWishClient(
             settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget, metrics=metrics
         )
@@ -93,6 +95,8 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         ),
         metrics=metrics,
         disk=DiskSpace(settings.data_dir, settings.disk_min_free_mb << 20),
+        outage_hold=settings.outage_hold_minutes * 60,
+        outage_probe=settings.outage_probe_seconds,
     )
     app.bot_data.update(
         store=store, budget=budget, backends=[b for b in (backend, fallback) if b], service=service

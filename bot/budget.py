@@ -5,6 +5,11 @@
 anything until the pause is over. ``LocalBudget`` serves one process; ``RedisBudget`` shares
 the budget between every process (and host) that talks to the same Redis.
 
+A ``RedisBudget`` whose Redis does not answer never fails its callers: they wait in line (one
+WARNING when Redis goes, one INFO line when it is back) and the shared budget resumes by itself.
+There is no local fallback: with several processes on one API key, budgets counted apart could
+together exceed the key's QPS.
+
 ``reserve()`` is for a scheduler that picks the job only once a start is free (so the fair queue,
 not the budget's waiting line, decides who goes next): it waits like ``acquire()``, and the task
 run in ``handed_over(reservation)`` spends that start on its first ``acquire()``, re-stamped to the
@@ -16,17 +21,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.observability import Metrics
+
+log = logging.getLogger(__name__)
 
 # The server counts arrivals in 1.0 s windows by its own clock; our "start" is taken a little
 # earlier, and request i may be delayed (network, event loop) more than request i+qps. 40 ms of
@@ -36,6 +50,16 @@ DEFAULT_WINDOW = 1.0 + SAFETY_MARGIN
 MIN_QPS = 0.1
 # A RedisBudget waiter re-asks Redis at least this often, so it notices pauses set meanwhile.
 MAX_REDIS_SLEEP = 1.0
+# A Redis that does not connect or answer within this long counts as unreachable (a blackholed
+# host must not hold a request forever).
+REDIS_TIMEOUT = 2.0
+# While Redis is unreachable, it is asked again after 0.25 s, then twice as long each time, up to 5 s.
+REDIS_RETRY_FIRST = 0.25
+REDIS_RETRY_MAX = 5.0
+# What an unreachable Redis raises: redis-py wraps socket errors in its ConnectionError (of which
+# AuthenticationError and BusyLoadingError, a restarted Redis loading its data, are kinds) and
+# TimeoutError; a raw OSError (refused, reset) or the builtin TimeoutError are caught too.
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -254,12 +278,40 @@ class RedisBudget:
         self._span_us = math.ceil(span * 1_000_000)
         self._starts_key = key
         self._paused_key = f"{key}:paused"
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+        self.url = redacted_url(redis_url)  # for log lines: never the password
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            socket_timeout=REDIS_TIMEOUT,
+            # One immediate retry on a fresh connection absorbs a pooled one a restarted Redis closed;
+            # anything longer is waited out by _grant, with its own backoff.
+            retry=Retry(NoBackoff(), 1),
+        )
         self._acquire_script = self._redis.register_script(_ACQUIRE_LUA)
         self._restamp_script = self._redis.register_script(_RESTAMP_LUA)
         self._pause_script = self._redis.register_script(_PAUSE_LUA)
         # Waiters of this process ask Redis one at a time, in arrival order.
         self._line = asyncio.Lock()
+        self.unreachable = False  # Redis did not answer the last time it was asked
+
+    async def check(self) -> bool:
+        """Ask Redis once (at start-up): False, after one log line, when it does not answer.
+
+        Nothing fails meanwhile: requests wait for Redis, and the budget resumes once it answers.
+        """
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self._redis.ping()
+        except REDIS_UNREACHABLE as exc:
+            self.unreachable = True
+            log.warning(
+                "Redis at %s is unreachable (%s): photos wait in line until it answers",
+                self.url,
+                type(exc).__name__,
+            )
+            return False
+        self._answered()
+        return True
 
     async def acquire(self) -> None:
         held = _take_handed_over(self)
@@ -273,28 +325,70 @@ class RedisBudget:
         return Reservation(self, member)
 
     async def _restamp(self, member: str) -> bool:
+        """Spend a reserved start now; False (the caller then waits for a new one) if Redis says no or
+        does not answer."""
         keys = [self._starts_key, self._paused_key]
-        return int(await self._restamp_script(keys=keys, args=[self._span_us, member])) == 1
+        try:
+            restamped = int(await self._restamp_script(keys=keys, args=[self._span_us, member])) == 1
+        except REDIS_UNREACHABLE as exc:
+            self._went_unreachable(exc)
+            return False
+        self._answered()
+        return restamped
 
     async def _grant(self, member: str) -> None:
         async with self._line:
+            retry = REDIS_RETRY_FIRST
             while True:
-                wait_ms = int(
-                    await self._acquire_script(
-                        keys=[self._starts_key, self._paused_key], args=[self._burst, self._span_us, member]
+                try:
+                    wait_ms = int(
+                        await self._acquire_script(
+                            keys=[self._starts_key, self._paused_key], args=[self._burst, self._span_us, member]
+                        )
                     )
-                )
+                except REDIS_UNREACHABLE as exc:
+                    # Wait for Redis rather than count alone: other processes may spend the same key.
+                    self._went_unreachable(exc)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, REDIS_RETRY_MAX)
+                    continue
+                self._answered()
+                retry = REDIS_RETRY_FIRST
                 if wait_ms <= 0:
                     self._metrics.budget_starts.inc()
                     return
                 await asyncio.sleep(min(wait_ms / 1000, MAX_REDIS_SLEEP))
 
     async def pause(self, seconds: float) -> None:
-        if seconds > 0:
+        if seconds <= 0:
+            return
+        try:
             await self._pause_script(keys=[self._paused_key], args=[math.ceil(seconds * 1_000_000)])
+        except REDIS_UNREACHABLE as exc:  # the caller's retry meets the 429 again if it still holds
+            log.debug("could not pause the shared budget: Redis is unreachable (%s)", type(exc).__name__)
+
+    def _went_unreachable(self, exc: BaseException) -> None:
+        if not self.unreachable:
+            self.unreachable = True
+            log.warning(
+                "Redis at %s is unreachable (%s): API requests wait until it answers", self.url, type(exc).__name__
+            )
+
+    def _answered(self) -> None:
+        if self.unreachable:
+            self.unreachable = False
+            log.info("Redis answers again: API requests go on under the shared budget")
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (``redis://:***@host:6379/0``)."""
+    netloc = urlsplit(url).netloc
+    if ":" in (userinfo := netloc.rpartition("@")[0]):
+        url = url.replace(netloc, f"{userinfo.partition(':')[0]}:***@{netloc.rpartition('@')[2]}", 1)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)  # unix:///path?password=...
 
 
 def budget_key(api_key: str) -> str:

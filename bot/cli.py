@@ -35,7 +35,8 @@ from bot.imaging import INPUT_EXTENSIONS, write_zip_parts
 from bot.logsetup import configure_logging
 from bot.pipeline.service import CutoutService, JobSpec, PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
-from bot.storage import JobRecord, Store
+from bot.storage import JobRecord, Store, StoreUnavailable
+from bot.storage.migrations import SchemaTooNew
 from bot.texts import text
 
 #: No per-user limits on the command line: its one "user" is whoever runs it.
@@ -67,8 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         summary = asyncio.run(_run(settings, photos, options, args.out))
-    except errors.EngineMissing as exc:
+    except (errors.EngineMissing, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SchemaTooNew as exc:
+        print(
+            f"error: {settings.data_dir / 'cli.sqlite3'} was made by a newer release ({exc}); "
+            "run that release, or point DATA_DIR at another folder",
+            file=sys.stderr,
+        )
         return 2
     if args.zip and summary.written:
         parts = write_zip_parts(
@@ -147,6 +155,9 @@ class _FileMessenger:
 
     async def download(self, job: JobRecord) -> bytes:
         return await asyncio.to_thread(Path(job.file_id).read_bytes)
+
+    async def ping(self) -> None:
+        return None
 
     async def fetch_sticker(self, file_id: str) -> bytes:
         raise LookupError("no chat holds stickers for the command line")  # it never sends any

@@ -47,6 +47,8 @@ class Settings:
     picwish_api_url: str = "https://techhk.aoscdn.com"
     picwish_qps: float = 2.0
     picwish_retry_seconds: float = 90.0
+    outage_hold_minutes: float = 60.0
+    outage_probe_seconds: float = 30.0
     data_dir: Path = Path("./data")
     log_level: str = "INFO"
     user_max_pending: int = 5
@@ -121,6 +123,8 @@ def load_settings(
         picwish_api_url=_url(env, "PICWISH_API_URL", "https://techhk.aoscdn.com"),
         picwish_qps=_number(env, "PICWISH_QPS", 2.0, minimum=0.1, maximum=100),
         picwish_retry_seconds=_number(env, "PICWISH_RETRY_SECONDS", 90.0, minimum=0, maximum=3600),
+        outage_hold_minutes=_number(env, "OUTAGE_HOLD_MINUTES", 60.0, minimum=0, maximum=7 * 24 * 60),
+        outage_probe_seconds=_number(env, "OUTAGE_PROBE_SECONDS", 30.0, minimum=1, maximum=3600),
         data_dir=Path(env.get("DATA_DIR") or "./data"),
         log_level=log_level.upper(),
         user_max_pending=int(_number(env, "USER_MAX_PENDING", 5, minimum=1, maximum=1000, integer=True)),

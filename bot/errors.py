@@ -17,6 +17,8 @@ class CutoutError(Exception):
     final: bool = False
     #: The text to show instead when the picture came as a link (the trouble was fetching it).
     link_text_key: str | None = None
+    #: The service itself is down or unreachable (not this image): past the retries, photos wait for it.
+    outage: bool = False
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.__class__.__name__)
@@ -113,13 +115,15 @@ class RateLimited(ApiError):  # 429: another client shares the key; the schedule
 class ServerError(ApiError):  # 5xx
     text_key = "service_trouble"
     retryable = True
+    outage = True
 
 
 class MalformedResponse(ApiError):
-    """The body was not the documented JSON."""
+    """The body was not the documented JSON (a proxy's error page, in an outage)."""
 
     text_key = "service_trouble"
     retryable = True
+    outage = True
 
 
 class NetworkError(ApiError):
@@ -127,11 +131,13 @@ class NetworkError(ApiError):
 
     text_key = "service_trouble"
     retryable = True
+    outage = True
 
 
 class ApiTimeout(ApiError):
     text_key = "too_slow"
     retryable = True
+    outage = True
 
 
 class ResultExpired(ApiError):
@@ -206,6 +212,11 @@ class Refused(CutoutError):
 
 
 # --- the chat --------------------------------------------------------------------------------------
+class ChatUnreachable(CutoutError):
+    """The chat side (Telegram) cannot be reached now, past its own retries: the answer waits until it can."""
+
+    retryable = True
+
 class ChatRestricted(CutoutError):
     """The chat does not let the bot send what the answer needs (a group's permissions for members)."""
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
@@ -42,8 +43,10 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
                 raise
             delay = retry_after_seconds(exc) + 0.5
         except NetworkError as exc:  # includes TimedOut and 5xx answers
-            if attempt == SEND_ATTEMPTS:
-                raise
+            # No connection at all: Telegram is unreachable, so the answer waits in its chat's line at once
+            # (the service retries it when Telegram is back, in order) rather than after these retries.
+            if attempt == SEND_ATTEMPTS or isinstance(exc.__cause__, httpx.ConnectError):
+                raise errors.ChatUnreachable(f"{what}: {type(exc).__name__}") from exc
             delay = SEND_BACKOFF * 2 ** (attempt - 1)
             log.warning("%s failed (%s), attempt %d", what, type(exc).__name__, attempt)
         await asyncio.sleep(delay)
@@ -87,6 +90,9 @@ class TelegramMessenger:
         )
         return message.message_id
 
+    async def ping(self) -> None:
+        await self.bot.get_me()
+
     async def download(self, job: JobRecord) -> bytes:
         try:
             return await self._fetch(job.file_id)
@@ -111,8 +117,14 @@ class TelegramMessenger:
             "received": f"status_received{batch}",
             "queued": f"status_queued{batch}",
             "progress": "status_progress",
+            "outage": "status_outage",
         }.get(status.kind, "status_working")
-        values = {"position": status.position, "done": status.done, "total": status.total}
+        values = {
+            "position": status.position,
+            "done": status.done,
+            "total": status.total,
+            "minutes": round(self.settings.outage_hold_minutes),
+        }
         message = self._text(job, key, **values)
         try:
             await self.bot.edit_message_text(message, chat_id=job.chat_id, message_id=job.status_message_id)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import API_KEY, BOT_TOKEN, bot_env
-from tests.redis_server import NOT_INSTALLED, find_redis_server, running_redis_server
+from tests.redis_server import NOT_INSTALLED, RedisServer, find_redis_server, running_redis_server
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import FakeTelegram
 
@@ -50,3 +50,23 @@ def redis_url() -> Iterator[str]:
         pytest.skip(NOT_INSTALLED)
     with running_redis_server() as url:
         yield url
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Makes redis-servers a test starts, stops and starts again on one port; each is created stopped
+    (``password=`` to require one) and stopped at the end."""
+    if find_redis_server() is None:
+        pytest.skip(NOT_INSTALLED)
+    made: list[RedisServer] = []
+
+    def make(*, password: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path, password=password)
+        made.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from bot.budget import DEFAULT_WINDOW, LocalBudget, RedisBudget, budget_key, make_budget
+from bot.budget import (
+    DEFAULT_WINDOW,
+    LocalBudget,
+    RedisBudget,
+    budget_key,
+    handed_over,
+    make_budget,
+    redacted_url,
+)
+from tests.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_WINDOW = 1.0  # the stand-in server counts arrivals in windows of this length
@@ -241,6 +252,99 @@ async def test_make_budget_keeps_the_api_key_out_of_redis(redis_url: str) -> Non
 
 def test_make_budget_without_redis_is_local() -> None:
     assert isinstance(make_budget(2, None, "sk"), LocalBudget)
+
+
+# --- RedisBudget while Redis is unreachable ------------------------------------------------------------
+RedisServers = Callable[..., RedisServer]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still false after {seconds:g} s"
+        await asyncio.sleep(0.02)
+
+
+def lines_with(caplog: pytest.LogCaptureFixture, words: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if words in record.getMessage()]
+
+
+async def test_redis_budget_acquire_waits_while_redis_is_down_and_returns_once_it_is_back(
+    redis_servers: RedisServers, fresh_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_servers()  # not started: connections are refused
+    budget = RedisBudget(server.url, fresh_key, 2)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            waiter = asyncio.create_task(budget.acquire())
+            await wait_until(lambda: budget.unreachable or waiter.done())
+            await asyncio.sleep(0.6)  # Redis stays down a while: several refused attempts
+            assert not waiter.done(), "acquire() neither raises nor returns while Redis is down"
+            await asyncio.to_thread(server.start)
+            await asyncio.wait_for(waiter, timeout=10)
+            assert not budget.unreachable
+            await asyncio.wait_for(budget.acquire(), timeout=5)  # the shared budget goes on
+    finally:
+        await budget.close()
+    down = lines_with(caplog, "is unreachable")
+    assert [r.levelno for r in down] == [logging.WARNING], "one WARNING however many attempts"
+    assert f"Redis at {server.url} is unreachable" in down[0].getMessage()
+    assert "API requests wait until it answers" in down[0].getMessage()
+    assert len(lines_with(caplog, "Redis answers again")) == 1
+
+
+async def test_redis_budget_restarted_under_a_reserved_start_and_a_pause_raises_nothing(
+    redis_servers: RedisServers, fresh_key: str
+) -> None:
+    server = redis_servers(password="s3cret")
+    server.start()
+    budget = RedisBudget(server.url, fresh_key, 2)
+    try:
+        reservation = await asyncio.wait_for(budget.reserve(), timeout=5)
+        server.stop()
+        await asyncio.wait_for(budget.pause(1.0), timeout=10)  # a 429 meanwhile: not shared, not raised
+        spender = asyncio.create_task(budget.acquire(), context=handed_over(reservation))
+        await wait_until(lambda: budget.unreachable or spender.done())
+        await asyncio.sleep(0.3)
+        assert not spender.done(), "a start reserved before Redis went waits for it, as a new one does"
+        await asyncio.to_thread(server.start)  # the same port, empty: a fresh budget
+        await asyncio.wait_for(spender, timeout=10)
+        assert reservation.spent and not budget.unreachable
+    finally:
+        await budget.close()
+
+
+async def test_check_names_an_unreachable_redis_in_one_line_without_its_password(
+    redis_servers: RedisServers, fresh_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_servers(password="s3cret")
+    budget = RedisBudget(server.url, fresh_key, 2)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            assert await budget.check() is False
+            await budget.pause(1.0)  # logged at DEBUG only, without the URL
+            await asyncio.to_thread(server.start)
+            assert await budget.check() is True
+            await asyncio.wait_for(budget.acquire(), timeout=5)
+    finally:
+        await budget.close()
+    named = lines_with(caplog, f"redis://:***@127.0.0.1:{server.port}/0")
+    assert len(named) == 1
+    assert "photos wait in line until it answers" in named[0].getMessage()
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@redis.example:6379/0", "redis://:***@redis.example:6379/0"),
+        ("rediss://bot:p%40ss@10.0.0.5:6380/2", "rediss://bot:***@10.0.0.5:6380/2"),
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+        ("unix:///run/redis.sock?db=1&password=s3cret", "unix:///run/redis.sock?db=1&password=***"),
+    ],
+)
+def test_redacted_url_hides_the_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
 
 
 # Each process takes its tokens once the parent says "go", printing one wall-clock stamp per start.

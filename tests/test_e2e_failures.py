@@ -94,7 +94,10 @@ def test_a_lasting_fault_ends_in_its_own_text(
 ) -> None:
     picwish.script(*[outcome] * 20)
     budget = SHORT_RETRY_429 if text_key == "busy" else SHORT_RETRY
-    env = bot_env(telegram.url, picwish.url, tmp_path / "data", PICWISH_RETRY_SECONDS=budget)
+    # OUTAGE_HOLD_MINUTES=0: past the retries the user hears at once (waiting out an outage: test_faults_outage).
+    env = bot_env(
+        telegram.url, picwish.url, tmp_path / "data", PICWISH_RETRY_SECONDS=budget, OUTAGE_HOLD_MINUTES="0"
+    )
     with BotThread(env):
         telegram.send_photo(USER, variant_jpeg(1))
         wait_for_text(telegram, text(text_key))
@@ -160,7 +163,9 @@ def test_api_down_ends_in_the_service_trouble_text(
     dead.start()
     dead_url = dead.url
     dead.stop()  # nothing listens there any more: every request is refused at connect
-    env = bot_env(telegram.url, dead_url, tmp_path / "data", PICWISH_RETRY_SECONDS=SHORT_RETRY)
+    env = bot_env(
+        telegram.url, dead_url, tmp_path / "data", PICWISH_RETRY_SECONDS=SHORT_RETRY, OUTAGE_HOLD_MINUTES="0"
+    )
     with BotThread(env):
         telegram.send_photo(USER, variant_jpeg(5))
         wait_for_text(telegram, text("service_trouble"))

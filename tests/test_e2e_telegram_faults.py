@@ -8,13 +8,14 @@ one attempt per answer and never stops the workers.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
 from bot.texts import text
 from tests.conftest import OTHER_USER, USER
-from tests.harness import BotThread, bot_env, variant_jpeg
+from tests.harness import API_KEY, BotThread, bot_env, variant_jpeg
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import Call, FakeTelegram
 
@@ -112,3 +113,38 @@ def test_a_user_who_blocked_the_bot_never_stops_the_workers(
     # One attempt per answer (a 403 is final), and no answer left open to be tried again at restart.
     assert len(telegram.calls_to("sendSticker")) == photos + 1
     assert not ok_calls(telegram, "sendDocument")
+
+
+def test_answers_wait_while_telegram_is_unreachable_and_go_out_once_each_when_it_is_back(
+    telegram: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    photos = 3
+    picwish = FakePicWish(API_KEY, qps=2, latency=3.0)  # the cutouts are at the API when Telegram goes away
+    picwish.start()
+    try:
+        with caplog.at_level(logging.WARNING), BotThread(bot_env(telegram.url, picwish.url, tmp_path / "data")) as bot:
+            sent = [telegram.send_photo(USER, variant_jpeg(40 + n)) for n in range(photos)]
+            picwish.wait_for(lambda: len(picwish.creates()) == photos, timeout=20)
+            telegram.go_offline()
+            # Unreachable: the answers must wait in line, not fail.
+            deadline = time.monotonic() + 60
+            while "the chat side is unreachable" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "the chat side is unreachable" in caplog.text
+            telegram.come_back()
+            stickers = telegram.wait_for_call("sendSticker", count=photos, timeout=60)
+            telegram.wait_for_call("sendDocument", count=photos, timeout=30)
+            later = telegram.send_photo(USER, variant_jpeg(50))  # polling resumed by itself
+            telegram.wait_for_call("sendDocument", count=photos + 1, timeout=60)
+            stats = bot.service.stats
+        creates = len(picwish.creates())
+    finally:
+        picwish.stop()
+
+    answered_to = [c.decoded["reply_parameters"]["message_id"] for c in ok_calls(telegram, "sendSticker")]
+    print(f"telegram unreachable: accepted {stats.accepted}, answered {stats.answered}, "
+          f"lost {stats.accepted - stats.answered}, paid twice {creates - photos - 1}")
+    assert sorted(answered_to) == sorted(m["message_id"] for m in [*sent, later]), "each photo answered once"
+    assert [c.decoded["reply_parameters"]["message_id"] for c in stickers] == [m["message_id"] for m in sent]
+    assert (stats.accepted, stats.answered, stats.failed) == (photos + 1, photos + 1, 0)
+    assert creates == photos + 1, "nothing paid twice"

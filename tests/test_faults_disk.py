@@ -7,9 +7,7 @@ filler file takes its free space away, as another program filling the disk would
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from bot.storage import Store
 from bot.texts import text
 from tests.conftest import USER
 from tests.harness import API_KEY, BotThread, bot_env, next_message, variant_jpeg
+from tests.mounts import tmpfs
 from tests.standins.picwish_api import FakePicWish
 from tests.standins.telegram_api import FakeTelegram
 
@@ -47,19 +46,8 @@ class SmallDisk:
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)], capture_output=True, timeout=30
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", DISK_MB) as mount:
         yield SmallDisk(mount)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
 
 
 def admin_texts(telegram: FakeTelegram) -> list[str]:

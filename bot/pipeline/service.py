@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import hashlib
 import logging
 import random
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot import errors
 from bot.admission import UserLimits
@@ -50,6 +51,7 @@ from bot.storage.disk import RECHECK_SECONDS, DiskSpace, HeldWrites, is_disk_ful
 from bot.storage.store import set_job
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 #: The API keeps a result an hour; a link's picture may change after that, so its cache entry does not last.
@@ -114,6 +116,16 @@ class _NotCached(Exception):
     """The cache cannot answer this job: the API's result is not (or no longer) on disk."""
 
 
+@dataclass
+class _Line:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class _HeldForOutage(Exception):
+    """The API is down past every retry: the job goes back in line until it is back (or its hold ends)."""
+
+
 class Messenger(Protocol):
     """The chat side of a job. Implemented in ``handlers/``; every method may raise on network trouble."""
 
@@ -121,6 +133,9 @@ class Messenger(Protocol):
         """Show that the photo was received; return the id of the status message, if one was sent."""
 
     async def download(self, job: JobRecord) -> bytes: ...
+
+    async def ping(self) -> None:
+        """Raise unless the chat side answers (asked while it is unreachable, to know when it is back)."""
 
     async def fetch_sticker(self, file_id: str) -> bytes:
         """The bytes of a sticker sent earlier, by the chat side's id of it (it outlives our cache)."""
@@ -189,6 +204,8 @@ class CutoutService:
         chat_action_every: float = 4.0,
         metrics: Metrics | None = None,
         disk: DiskSpace | None = None,
+        outage_hold: float = 0.0,
+        outage_probe: float = 30.0,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -202,6 +219,20 @@ class CutoutService:
         self._held_results: dict[str, ResultRecord] = {}
         self._held_renders: dict[str, Sticker] = {}
         self._disk_watch: asyncio.Task[None] | None = None
+        # An outage: the API failed past every retry. Jobs wait in line (up to outage_hold seconds each)
+        # while one request every outage_probe seconds checks whether it is back.
+        self._outage_hold = outage_hold
+        self._outage_probe = outage_probe
+        self._outage: errors.CutoutError | None = None
+        self._outage_began = 0.0
+        self._api_up = asyncio.Event()
+        self._api_up.set()
+        self._held_since: dict[str, tuple[JobRecord, float]] = {}
+        self._probe_task: asyncio.Task[None] | None = None
+        self._chat_up = asyncio.Event()  # cleared while the chat side cannot be reached
+        self._chat_up.set()
+        self._chat_down_since = 0.0
+        self._resume_lines: dict[int, _Line] = {}  # per chat: answers that waited go out in turn
         self._incoming = data_dir / "incoming"
         self._cutouts = data_dir / "cutouts"
         self._results = data_dir / "results"
@@ -266,8 +297,9 @@ class CutoutService:
                 log.info("%d job(s) left unanswered for the next start", len(still))
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
-        if self._disk_watch is not None:
-            self._disk_watch.cancel()
+        for watcher in (self._disk_watch, self._probe_task):
+            if watcher is not None:
+                watcher.cancel()
         if self._held and not await self._flush_held():
             log.error("the disk is still full: %d write(s) held in memory are lost at exit", len(self._held))
 
@@ -360,10 +392,7 @@ class CutoutService:
     # --- intake: download, validate, cache --------------------------------------------------------
     async def _intake(self, job: JobRecord) -> None:
         try:
-            if job.status_message_id is None:
-                status_id = await self._acknowledge(job)
-                self._save(job, status_message_id=status_id)
-            key = await self._cached_key(job)
+            key = await self._reaching_chat(job, lambda: self._take_in(job))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -375,6 +404,12 @@ class CutoutService:
         self._save(job, state=JobState.QUEUED)
         self._enqueue(job)
 
+    async def _take_in(self, job: JobRecord) -> str | None:
+        if job.status_message_id is None:
+            status_id = await self._acknowledge(job)
+            self._save(job, status_message_id=status_id)
+        return await self._cached_key(job)
+
     def _file_options(self, job: JobRecord) -> str:
         """What a Telegram file's cache entry depends on besides the file: the options and the engine."""
         engine = "" if self.backend.name == "picwish" else f";engine={self.backend.name}"
@@ -385,7 +420,7 @@ class CutoutService:
         if job.batch_id is None:
             return await self.messenger.acknowledge(job)
         shared = self._acks.get(job.batch_id)
-        if shared is None:
+        if shared is None or (shared.done() and (shared.cancelled() or shared.exception() is not None)):
             shared = self._acks[job.batch_id] = asyncio.ensure_future(self.messenger.acknowledge(job))
         return await asyncio.shield(shared)
 
@@ -476,6 +511,8 @@ class CutoutService:
     def _enqueue(self, job: JobRecord) -> None:
         self._queue.put(job.user_id, job)
         self._queued.set()
+        if self._outage is not None:
+            self._held_since.setdefault(job.id, (job, time.monotonic()))
         self._board.want(job, "queued", self._queue.position(job))
 
     # --- workers ------------------------------------------------------------------------------
@@ -508,12 +545,20 @@ class CutoutService:
         in line at that moment; the job's first API request spends that start (``handed_over``).
         """
         async with self._dispatch:
-            while not self._queue:
-                self._queued.clear()
-                await self._queued.wait()
-            reservation = await self._reserve_start()
-            job = await self._queue.get()  # nobody else takes jobs: it is still there, no wait
-        return job, handed_over(reservation) if reservation is not None else None
+            while True:
+                if self._outage is not None:
+                    await self._api_up.wait()  # the probe alone sends requests meanwhile
+                    continue
+                if not self._queue:
+                    self._queued.clear()
+                    await self._queued.wait()
+                    continue
+                reservation = await self._reserve_start()
+                # Only an outage (its probe, a hold running out) takes jobs besides this worker: the start
+                # then goes unused, which never costs a request.
+                if self._queue and self._outage is None:
+                    job = await self._queue.get()
+                    return job, handed_over(reservation) if reservation is not None else None
 
     async def _reserve_start(self) -> Reservation | None:
         if self._budget is None:
@@ -528,8 +573,10 @@ class CutoutService:
 
     async def _process(self, job: JobRecord) -> None:
         self._save(job, state=JobState.WORKING)
-        self._board.want(job, "working")
-        action = asyncio.create_task(self._chat_action_loop(job))
+        probe = self._outage is not None  # the user keeps seeing that the service is down
+        if not probe:
+            self._board.want(job, "working")
+        action = asyncio.create_task(self._chat_action_loop(job)) if not probe else None
         key = job.cache_key
         assert key is not None
         error: errors.CutoutError | None = None
@@ -537,10 +584,15 @@ class CutoutService:
             key = (await self._cutout_once(job, key)).cache_key  # another key: the fallback made it
         except asyncio.CancelledError:
             raise
+        except _HeldForOutage:
+            self._save(job, state=JobState.QUEUED)
+            self._enqueue(job)
+            return
         except Exception as exc:
             error = _as_cutout_error(exc, job, "cutout")
         finally:
-            action.cancel()
+            if action is not None:
+                action.cancel()
         if job.batch_id is None:
             await self._conclude(job, key, error)
         else:  # it may wait for its turn in the batch: not on a worker, which the earlier photos need
@@ -586,9 +638,12 @@ class CutoutService:
         try:
             result = await self._call_with_retries(request, job.lang)
         except errors.CutoutError as exc:
-            if self.fallback is None or job.url is not None or not _persistent(exc):
-                raise
-            return await self._fall_back(job, key, request, exc)
+            if self.fallback is not None and job.url is None and _persistent(exc):
+                return await self._fall_back(job, key, request, exc)
+            if exc.outage and self._outage_hold > 0:
+                self._api_down(exc)
+                raise _HeldForOutage() from exc
+            raise
         return await self._keep(key, result, job.options.output.api_format)
 
     async def _fall_back(
@@ -696,7 +751,8 @@ class CutoutService:
             except errors.CutoutError as exc:
                 # A 429's Retry-After is a floor: the QPS budget is paused that long anyway.
                 delay = max(self.retry.delay(attempt), getattr(exc, "retry_after", 0.0))
-                if not exc.retryable or time.monotonic() + delay > deadline:
+                # In an outage a request is a probe: one try, then the job waits in line again.
+                if not exc.retryable or time.monotonic() + delay > deadline or self._outage is not None:
                     raise
                 attempt += 1
                 log.warning("cutout attempt %d failed (%s); retrying in %.1f s", attempt, exc, delay)
@@ -705,8 +761,118 @@ class CutoutService:
                     # The sync endpoint is struggling: the async task API is the documented fallback.
                     request = CutoutRequest(**{**request.__dict__, "prefer_async": True})
             else:
+                self._api_back()
                 await self._key_accepted(lang)
                 return result
+
+    # --- the chat side unreachable -------------------------------------------------------------
+    async def _reaching_chat(self, job: JobRecord, send: Callable[[], Awaitable[T]]) -> T:
+        """Run ``send`` (it talks to the job's chat); while the chat side is unreachable, wait until it is
+        back and run it again: answers are kept, not failed, and go out one at a time per chat, in the
+        order they waited."""
+        if self._chat_up.is_set():
+            try:
+                return await send()
+            except errors.ChatUnreachable as exc:
+                self._chat_down(exc)
+        line = self._resume_lines.setdefault(job.chat_id, _Line())
+        line.users += 1
+        try:
+            async with line.lock:
+                while True:
+                    await self._chat_up.wait()
+                    try:
+                        return await send()
+                    except errors.ChatUnreachable as exc:
+                        self._chat_down(exc)
+        finally:
+            line.users -= 1
+            if not line.users:
+                del self._resume_lines[job.chat_id]
+
+    def _chat_down(self, failure: errors.ChatUnreachable) -> None:
+        if not self._chat_up.is_set():
+            return
+        self._chat_up.clear()
+        self._chat_down_since = time.monotonic()
+        log.warning("the chat side is unreachable (%s): answers wait until it is back", failure)
+        self._spawn(self._watch_chat())
+
+    async def _watch_chat(self) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.messenger.ping()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(delay * 2, 30.0)
+        log.warning("the chat side is back after %.0f s", time.monotonic() - self._chat_down_since)
+        self._chat_up.set()
+
+    # --- an API outage ------------------------------------------------------------------------
+    def _api_down(self, failure: errors.CutoutError) -> None:
+        """The API failed past every retry: every photo in line waits (and is told so, once) while one
+        request every ``outage_probe`` seconds checks whether it is back."""
+        if self._outage is not None:
+            return
+        self._outage, self._outage_began = failure, time.monotonic()
+        self._api_up.clear()
+        self._board.line_status = "outage"
+        for job in self._queue.positions():
+            self._held_since.setdefault(job.id, (job, self._outage_began))
+            self._board.want(job, "queued")
+        log.warning(
+            "%s is down (%s) past %g s of retries: photos wait in line for up to %g min; "
+            "one request every %g s checks whether it is back",
+            self.backend.name,
+            type(failure).__name__,
+            self.retry.total,
+            self._outage_hold / 60,
+            self._outage_probe,
+        )
+        self._probe_task = asyncio.create_task(self._probe(), name="outage-probe")
+
+    def _api_back(self) -> None:
+        if self._outage is None:
+            return
+        log.warning(
+            "%s is back after %.0f s: %d waiting photo(s) go ahead",
+            self.backend.name,
+            time.monotonic() - self._outage_began,
+            len(self._queue),
+        )
+        self._outage = None
+        self._board.line_status = "queued"
+        self._held_since.clear()
+        self._api_up.set()
+
+    async def _probe(self) -> None:
+        """One job at a time, in fair order, tries the API once per interval; its success ends the outage."""
+        while self._outage is not None and not self._closing:
+            await asyncio.sleep(self._outage_probe)
+            if self._outage is None:
+                break
+            self._expire_held()
+            if not self._queue:
+                continue
+            job = await self._queue.get()
+            task = asyncio.create_task(self._process(job), name="outage-probe-job", context=_tagged(job, None))
+            self._working.add(task)
+            task.add_done_callback(self._working.discard)
+            await asyncio.wait([task])
+
+    def _expire_held(self) -> None:
+        """Photos that waited out OUTAGE_HOLD_MINUTES fail with the text the outage's error has."""
+        assert self._outage is not None
+        now = time.monotonic()
+        for job_id, (job, since) in list(self._held_since.items()):
+            if now - since >= self._outage_hold and self._queue.remove(job):
+                del self._held_since[job_id]
+                log.error("job %s waited %.0f min for %s: giving up", job.id, (now - since) / 60, self.backend.name)
+                self._spawn(self._conclude(job, None, copy.copy(self._outage)), job)
 
     async def _key_rejected(self, lang: str | None) -> None:
         if not self._key_incident:
@@ -741,7 +907,7 @@ class CutoutService:
             self.stats.cache_hits += 1
             self.metrics.cache_hits.inc()
             self._tally(usage.CACHE_HITS)
-        await self._deliver(job, key)
+        await self._reaching_chat(job, lambda: self._deliver(job, key))
         self._save(job, state=JobState.DONE, cache_key=key)
         self.stats.answered += 1
         self.metrics.photos_answered.inc()
@@ -768,7 +934,7 @@ class CutoutService:
         self.metrics.photos_failed.labels(error.text_key).inc()
         self._tally(usage.FAILURES, error.text_key)
         try:
-            await self.messenger.fail(job, error)
+            await self._reaching_chat(job, lambda: self.messenger.fail(job, error))
         except asyncio.CancelledError:
             raise  # still open in SQLite: the next start tells them
         except Exception as exc:  # blocked by the user, chat gone, Telegram down past every retry
@@ -854,8 +1020,8 @@ class CutoutService:
         """A job whose answer was partly sent before a restart: send the rest, never a part again."""
         retire = await self._board.settle(job)
         try:
-            if job.cache_key:
-                await self._deliver(job, job.cache_key)
+            if (key := job.cache_key) is not None:
+                await self._reaching_chat(job, lambda: self._deliver(job, key))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the first part is their answer; the rest is best effort
@@ -868,6 +1034,7 @@ class CutoutService:
 
     def _forget(self, job: JobRecord) -> None:
         self._board.forget(job)
+        self._held_since.pop(job.id, None)
         self._held.discard(self._incoming_path(job))
         self._incoming_path(job).unlink(missing_ok=True)
 

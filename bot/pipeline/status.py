@@ -21,8 +21,8 @@ EDITS_PER_TICK = 10
 
 @dataclass(frozen=True)
 class Status:
-    """What a status message says: ``received``, ``queued`` (with ``position``), ``working``, or for a
-    batch ``progress`` (``done`` of ``total`` finished)."""
+    """What a status message says: ``received``, ``queued`` (with ``position``), ``outage`` (waiting for
+    the API to come back), ``working``, or for a batch ``progress`` (``done`` of ``total`` finished)."""
 
     kind: str
     position: int | None = None
@@ -51,6 +51,8 @@ class _Message:
         if not self.batch:
             return statuses[0] if statuses else self.shown
         total = len(statuses) + self.finished
+        if any(s.kind == "outage" for s in statuses):
+            return Status("outage", total=total)
         if self.finished or any(s.kind == "working" for s in statuses):
             return Status("progress", done=self.finished, total=total)
         positions = [s.position for s in statuses if s.position is not None]
@@ -70,6 +72,8 @@ class StatusBoard:
         self._show = show
         self._spawn = spawn
         self._messages: dict[str, _Message] = {}
+        #: What a photo waiting in line is shown: ``queued`` (its place), or ``outage`` while the API is down.
+        self.line_status = "queued"
 
     @staticmethod
     def _key(job: JobRecord) -> str:
@@ -85,6 +89,8 @@ class StatusBoard:
     def want(self, job: JobRecord, kind: str, position: int | None = None) -> None:
         message = self._messages.get(self._key(job))
         if message is not None and job.id in message.members:
+            if kind == "queued" and self.line_status == "outage":
+                kind, position = "outage", None  # told once; its place means nothing until the API is back
             message.members[job.id] = Status(kind, position)
 
     def status_message_id(self, job: JobRecord) -> int | None:

@@ -7,6 +7,7 @@ from bot.storage.store import (
     PropRecord,
     ResultRecord,
     Store,
+    StoreUnavailable,
 )
 
-__all__ = ["CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store"]
+__all__ = ["CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store", "StoreUnavailable"]

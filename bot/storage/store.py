@@ -3,11 +3,23 @@ inline history, packs. The schema is upgraded in place at start-up (``bot/storag
 
 Every query is a single short statement on a local WAL database, so it runs on the event loop:
 a thread hop would cost more than the query.
+
+At start-up the store makes sure it can really use its database, or says why in one line
+(:class:`StoreUnavailable`): the folder can be written, no other process uses the database (an
+exclusive lock on ``bot.lock`` beside ``bot.sqlite3``, ``cli.lock`` beside ``cli.sqlite3``, held
+until :meth:`Store.close` or the process ends, even by ``kill -9``), and the file is a sound SQLite
+database (``PRAGMA quick_check``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -132,19 +144,193 @@ def _job(row: sqlite3.Row) -> JobRecord:
     return JobRecord(**values)
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be used; the message is one line for the operator: what, which file, what to do."""
+
+
+# SQLite's primary result codes (an extended code's low byte) that say why a database cannot be used.
+_BUSY, _LOCKED, _CORRUPT, _NOTADB = 5, 6, 11, 26
+_IOERR, _FULL = 10, 13
+_CANNOT_WRITE = {3, 8, _IOERR, 14}  # PERM, READONLY, IOERR, CANTOPEN
+
+
+class _InUse(Exception):
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+_held_locks: dict[str, list[int]] = {}  # a lock file's real path -> [its descriptor, stores holding it]
+_held_guard = threading.Lock()
+
+
+def _lock(path: Path) -> None:
+    """Take the exclusive lock (``flock``) on ``path`` for this process: :class:`_InUse` at once if another
+    process holds it, OSError if the file cannot be opened. Stores of one process share it (a test reads
+    the database beside the bot it runs in a thread) until the last one closes; the kernel releases it
+    when the process ends, however it ends. The file stays, holding the last holder's pid."""
+    key = os.path.realpath(path)
+    with _held_guard:
+        if (held := _held_locks.get(key)) is not None:
+            held[1] += 1
+            return
+        fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            os.close(fd)
+            raise _InUse(pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):  # only a hint for the message (a full disk may refuse it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held_locks[key] = [fd, 1]
+
+
+def _unlock(path: Path) -> None:
+    key = os.path.realpath(path)
+    with _held_guard:
+        held = _held_locks.get(key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _held_locks[key]
+            os.close(held[0])  # closing the only descriptor releases the lock
+
+
+def _pid_in(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(os.pread(fd, 32, 0).decode().strip())
+    return None
+
+
+def _os_user() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _cannot_write(folder: Path, reason: str) -> str:
+    return (
+        f"cannot write to DATA_DIR {folder} ({reason}): make it and the files in it writable by the user "
+        f"the bot runs as ({_os_user()}), or set DATA_DIR to a folder that is"
+    )
+
+
+def _in_use(path: Path, pid: int | None) -> str:
+    who = f" (pid {pid})" if pid else ""
+    return (
+        f"another bot or a tool{who} holds {path}: stop that process first. Two bots must not share one "
+        "DATA_DIR; to run two, give each its own DATA_DIR and let them share the API key through REDIS_URL"
+    )
+
+
+def _damaged(path: Path, reason: str) -> str:
+    return (
+        f"{path} is damaged ({reason}): restore it from a backup, or move it (with its -wal and -shm files) "
+        "away to start afresh, losing the photos not yet answered and the cache index"
+    )
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> str | None:
+    """The operator's line for an SQLite error at open; None for one that is not about the file (a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (_BUSY, _LOCKED):  # a tool holds a write lock (a bot would hold bot.lock too)
+        return _in_use(path, None)
+    if primary in (_CORRUPT, _NOTADB):
+        return _damaged(path, str(exc))
+    if primary == _FULL or (primary == _IOERR and _no_room(path.parent)):  # WAL's -shm: an I/O error
+        return f"no room left on the disk of DATA_DIR {path.parent} to open {path.name}: free some space there"
+    if primary in _CANNOT_WRITE:
+        return _cannot_write(path.parent, f"{path.name}: {exc}")
+    return None
+
+
+def _no_room(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _check_writable(db: sqlite3.Connection) -> None:
+    """Write to the database once, changing nothing: SQLite opens a file it may not write read-only, and
+    would otherwise say so only at the first photo. A full disk is not refused here: the service holds
+    its writes until there is room."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    try:
+        db.executescript(f"BEGIN IMMEDIATE; PRAGMA user_version = {version}; COMMIT;")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        code = getattr(exc, "sqlite_errorcode", None)
+        if not (isinstance(code, int) and code & 0xFF == _FULL):
+            raise
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the database at ``path`` and upgrade it; :class:`StoreUnavailable` says in one
+        line why it cannot be used."""
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self.upgraded_from = migrate(self._db)
+        self._lock_path = path.with_suffix(".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _lock(self._lock_path)
+        except _InUse as exc:
+            raise StoreUnavailable(_in_use(path, exc.pid)) from None
+        except (FileExistsError, NotADirectoryError):
+            raise StoreUnavailable(_cannot_write(path.parent, "a file stands in its path")) from None
+        except OSError as exc:
+            raise StoreUnavailable(_cannot_write(path.parent, exc.strerror or str(exc))) from None
+        self._locked = True
+        try:
+            self._db = self._open(path)
+        except BaseException:
+            self._release()
+            raise
+
+    def _open(self, path: Path) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            found = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+            if found != ["ok"]:
+                details = [line for line in "\n".join(found).splitlines() if not line.startswith("***")]
+                raise StoreUnavailable(_damaged(path, f"quick_check: {(details or found)[0][:120]}"))
+            self.upgraded_from = migrate(db)
+            _check_writable(db)
+            return db
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if (message := _explain(path, exc)) is None:
+                raise
+            raise StoreUnavailable(message) from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+
+    def _release(self) -> None:
+        if self._locked:
+            self._locked = False
+            _unlock(self._lock_path)
 
     def close(self) -> None:
         self._db.close()
+        self._release()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

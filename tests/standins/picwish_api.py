@@ -371,6 +371,7 @@ class FakePicWish:
         self._accepted_at: list[float] = []
         self._count_429 = 0
         self._script: list[tuple[ScriptTarget, Outcome]] = []
+        self._down: Outcome | None = None
         self._tasks: dict[str, _Task] = {}
         self._files: dict[str, _StoredFile] = {}
         self._thread: threading.Thread | None = None
@@ -559,6 +560,12 @@ class FakePicWish:
                 stored.expired, stored.data = True, b""
             self._cond.notify_all()
 
+    def set_down(self, outcome: Outcome | None) -> None:
+        """An outage: every accepted request gets ``outcome`` (e.g. ``Outcome("http", status=500)``)
+        until ``set_down(None)``; scripted outcomes wait meanwhile."""
+        with self._lock:
+            self._down = outcome
+
     def set_latency(self, latency: Latency) -> None:
         """Processing time of tasks created from now on (seconds, or a callable drawn per task)."""
         with self._lock:
@@ -588,7 +595,7 @@ class FakePicWish:
                 if len(self._window) + 1 > self._qps:
                     refusal = _error(429)
                 else:
-                    outcome = self._pop_script(kind)
+                    outcome = self._down or self._pop_script(kind)
                     # A scripted 429 is a refusal too: it must not use up the QPS budget.
                     if outcome is None or (outcome.kind, outcome.status) != ("http", 429):
                         accepted = True

@@ -621,6 +621,8 @@ class FakeTelegram:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port = 0
         self._update_event: asyncio.Event | None = None
         self._webhook_task: asyncio.Task[None] | None = None
         self._startup_error: BaseException | None = None
@@ -688,6 +690,29 @@ class FakeTelegram:
         thread.join(10)
         self._thread = self._loop = None
 
+    def go_offline(self) -> None:
+        """Telegram unreachable: stop listening and drop every open connection (a long poll included);
+        :meth:`come_back` listens again on the same port. Users, chats and files are kept."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._go_offline(), self._loop).result(10)
+
+    def come_back(self) -> None:
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._come_back(), self._loop).result(10)
+
+    async def _go_offline(self) -> None:
+        assert self._runner is not None and self._site is not None
+        await self._site.stop()
+        self._wake_pollers()
+        server = self._runner.server
+        for connection in list(server.connections if server is not None else []):
+            connection.force_close()
+
+    async def _come_back(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
+        await self._site.start()
+
     def __enter__(self) -> FakeTelegram:
         self.start()
         return self
@@ -724,10 +749,10 @@ class FakeTelegram:
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        self._port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{self._port}"
 
     async def _shutdown(self) -> None:
         self._stopping = True
