@@ -22,7 +22,8 @@ from bot.budget import QpsBudget, RedisBudget, make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.observability import Health, Metrics
-from bot.pipeline.service import CutoutService, RetryPolicy
+from bot.pipeline.maker import RetryPolicy
+from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
 from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter

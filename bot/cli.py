@@ -33,7 +33,8 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain import CutoutOptions, JobState, Output, Size
 from bot.imaging import INPUT_EXTENSIONS, write_zip_parts
 from bot.logsetup import configure_logging
-from bot.pipeline.service import CutoutService, JobSpec, PropFile, SentSticker, Sticker
+from bot.pipeline.contracts import JobSpec, PropFile, SentSticker, Sticker
+from bot.pipeline.service import CutoutService
 from bot.pipeline.status import Status
 from bot.storage import JobRecord, Store, StoreUnavailable
 from bot.storage.migrations import SchemaTooNew

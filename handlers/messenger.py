@@ -15,7 +15,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from bot import errors
 from bot.config import Settings
 from bot.imaging import PROP_DPI
-from bot.pipeline.service import PropFile, SentSticker, Sticker
+from bot.pipeline.contracts import PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
 from bot.storage import JobRecord
 from bot.texts import text

@@ -13,7 +13,7 @@ from telegram import Document, Message, MessageEntity, PhotoSize, Sticker, Updat
 from bot import errors
 from bot.domain import CutoutOptions
 from bot.imaging import INPUT_EXTENSIONS, MIN_SIDE
-from bot.pipeline.service import JobSpec
+from bot.pipeline.contracts import JobSpec
 from handlers.common import is_private, refusals
 from handlers.context import BotContext
 from handlers.messenger import TelegramMessenger
