@@ -73,13 +73,17 @@ async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         budget = make_budget(settings.picwish_qps, settings.redis_url, settings.picwish_api_key, metrics=metrics)
         if isinstance(budget, RedisBudget):  # unreachable: one line naming it, and photos wait for it
             await budget.check()
-        backend = PicWishClient(
-            settings.picwish_api_key, base_url=settings.picwish_api_url, budget=budget, metrics=metrics
-        )
         # Enough jobs in flight to keep the budget busy while each waits on the API (a sync answer takes
         # a second or more, a polled task 1.5 s more per poll) and on Telegram. Idle workers cost nothing:
         # a job leaves the fair queue only when an API start is free for it.
         workers = max(8, math.ceil(settings.picwish_qps * 5))
+        backend = PicWishClient(
+            settings.picwish_api_key,
+            base_url=settings.picwish_api_url,
+            budget=budget,
+            metrics=metrics,
+            connections=workers,
+        )
         if settings.fallback == "local":
             fallback = local_engine(settings.local_concurrency)
     service = CutoutService(

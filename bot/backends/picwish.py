@@ -112,7 +112,10 @@ class PicWishClient:
         max_result_bytes: int = 30 * 1024 * 1024,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
+        connections: int = 20,
     ) -> None:
+        """``connections``: requests in flight at once (the service's workers); as many stay open between
+        requests, so a request rarely waits for a new connection after its QPS start was granted."""
         if not api_key:
             raise ValueError("PicWishClient needs an API key")
         self._api_key = api_key  # kept only to scrub it from server messages
@@ -130,6 +133,7 @@ class PicWishClient:
             timeout=self._timeout,
             transport=transport,
             follow_redirects=False,
+            limits=httpx.Limits(max_connections=max(100, 2 * connections), max_keepalive_connections=max(20, connections)),
         )
 
     def __repr__(self) -> str:
