@@ -79,7 +79,6 @@ class CutoutMaker:
         self.backend = backend
         self.fallback = fallback  # answers, and says so, while the backend fails for good
         self.retry = retry
-        self.api_calls = 0
         self._keeper = keeper
         self._scheduler = scheduler
         self._messenger = messenger
@@ -227,7 +226,6 @@ class CutoutMaker:
         attempt = 0
         while True:
             try:
-                self.api_calls += 1
                 result = await self.backend.cutout(request)
             except errors.Unauthorized:
                 await self._key_rejected(lang)
