@@ -17,7 +17,8 @@ from PIL import ExifTags, Image, ImageDraw
 from skimage import data as samples
 
 from bot import errors, imaging, texts
-from bot.imaging import prepare
+from bot.imaging import prepare, render
+from bot.imaging.png import encode_rgba_png
 
 RNG_SEED = 20240521
 
@@ -486,6 +487,13 @@ def test_text_file_named_heic_is_not_an_image() -> None:
     assert caught.value.text_key == "not_an_image"
 
 
+def test_jpeg_that_goes_up_as_is_is_still_read_to_its_end() -> None:
+    raw = encode(astronaut(), "JPEG", quality=90)
+    assert imaging.prepare_upload(raw).data == raw  # checked at 1/8 scale, sent byte for byte
+    with pytest.raises(errors.CorruptImage):
+        imaging.prepare_upload(raw[:-200])  # only its last scan lines missing
+
+
 # --- render_sticker: what comes back -------------------------------------------------------------
 def head_cutout() -> bytes:
     """The astronaut's head, cut out with an ellipse, off-centre on a larger transparent canvas."""
@@ -602,6 +610,79 @@ def test_empty_cutout_means_no_face(alpha: int) -> None:
 def test_unreadable_cutout_is_corrupt(raw: bytes) -> None:
     with pytest.raises(errors.CorruptImage):
         imaging.render_sticker(raw)
+
+
+def test_sticker_webp_and_png_hold_the_same_visible_pixels(head_sticker: imaging.RenderedCutout) -> None:
+    webp = np.asarray(decode(head_sticker.sticker_webp).convert("RGBA"))
+    png = np.asarray(decode(head_sticker.png))
+    visible = png[..., 3] > 0
+    assert np.array_equal(webp[..., 3], png[..., 3])
+    assert np.array_equal(webp[visible], png[visible])  # both lossless: every visible pixel as rendered
+
+
+def test_sticker_kept_by_telegram_gives_back_the_same_png(head_sticker: imaging.RenderedCutout) -> None:
+    again = imaging.render_from_sticker(head_sticker.sticker_webp)
+    assert again.sticker_webp == head_sticker.sticker_webp
+    assert (again.width, again.height) == (head_sticker.width, head_sticker.height)
+    png, first = np.asarray(decode(again.png)), np.asarray(decode(head_sticker.png))
+    visible = first[..., 3] > 0
+    assert np.array_equal(png[..., 3], first[..., 3]) and np.array_equal(png[visible], first[visible])
+
+
+def test_colour_under_clear_pixels_changes_no_sticker_pixel() -> None:
+    # Answers may leave colour where alpha is 0; resampled premultiplied, it cannot show or bleed.
+    clean = decode(head_cutout())
+    loud = Image.fromarray(noise(*clean.size, 4), "RGBA")
+    loud.putalpha(0)
+    loud.alpha_composite(clean)
+    assert loud.getchannel("A").tobytes() == clean.getchannel("A").tobytes()
+    for crop in (True, False):
+        expected = imaging.render_sticker(encode(clean, "PNG"), crop=crop)
+        assert imaging.render_sticker(encode(loud, "PNG"), crop=crop).png == expected.png
+
+
+def test_whole_canvas_sticker_is_resampled_as_in_one_pass() -> None:
+    # Only the head's surroundings are resampled; the result is that of resizing the whole canvas.
+    canvas = Image.new("RGBA", (1200, 900), (0, 0, 0, 0))
+    head = astronaut().convert("RGBA")
+    mask = Image.new("L", head.size, 0)
+    ImageDraw.Draw(mask).ellipse((150, 20, 330, 260), fill=255)
+    canvas.paste(head, (600, 100), mask)
+    rendered = imaging.render_sticker(encode(canvas, "PNG"), crop=False)
+    pad = imaging.STICKER_PADDING
+    assert (rendered.width, rendered.height) == (512, 394)  # 1200 x 900 scaled to 472 x 354
+    got = np.asarray(decode(rendered.png).crop((pad, pad, pad + 472, pad + 354)), dtype=np.int16)
+    whole = np.asarray(canvas.resize((472, 354), Image.Resampling.LANCZOS), dtype=np.int16)
+    solid = whole[..., 3] > imaging.ALPHA_THRESHOLD
+    assert solid.sum() > 4_000  # the head, ~70 x 95 px
+    assert np.abs(got[solid] - whole[solid]).max() <= 1
+    assert not got[~solid][..., 3].any()  # haze and the clear canvas: fully clear
+
+
+def test_sticker_near_the_cap_stays_lossless(monkeypatch: pytest.MonkeyPatch) -> None:
+    sticker = decode(imaging.render_sticker(head_cutout()).png)
+    quick = len(encode(sticker, "WEBP", lossless=True, quality=0, method=0))
+    smaller = len(encode(sticker, "WEBP", lossless=True, quality=20, method=1))
+    assert smaller < quick
+    cap = (quick + smaller) // 2  # the fast encoding is over it, the slower one under
+    monkeypatch.setattr(render, "STICKER_MAX_BYTES", cap)
+    data = render._encode_sticker_webp(sticker)
+    assert data[12:16] == b"VP8L" and len(data) <= cap
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1), (301, 17)])
+def test_quick_png_holds_the_exact_pixels(size: tuple[int, int]) -> None:
+    im = Image.fromarray(noise(*size, 4), "RGBA")
+    out = decode(encode_rgba_png(im))
+    assert (out.format, out.mode, out.size) == ("PNG", "RGBA", size)
+    assert out.tobytes() == im.tobytes()
+
+
+def test_quick_png_of_a_sticker_is_about_the_size_of_pillows() -> None:
+    sticker = decode(imaging.render_sticker(head_cutout()).png)
+    quick = encode_rgba_png(sticker)
+    assert decode(quick).tobytes() == sticker.tobytes()
+    assert len(quick) <= 1.05 * len(encode(sticker, "PNG", compress_level=3))
 
 
 # --- the outline ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Pure CPU- and disk-bound functions with no shared state: callers run them in a w
     outline.py   the white outline behind a cutout
     archive.py   props -> ZIP parts
     decode.py    reading untrusted image bytes, shared by the above
+    png.py       a quick RGBA PNG writer, for the 512 px PNG
 """
 
 from bot.imaging.archive import ZIP_MAX_PART_BYTES, write_zip_parts

@@ -62,6 +62,13 @@ def prepare_upload(raw: bytes) -> PreparedImage:
         raise errors.ExtremeAspectRatio(f"{width}x{height} is more than {MAX_ASPECT:g}:1")
     digest = hashlib.sha256(raw).hexdigest()
     target = fit((width, height), API_MAX_SIDE)
+    if _jpeg_as_is(im, raw, target):
+        # Its pixels are only checked, never used: at 1/8 scale libjpeg still parses every marker and
+        # decodes every coefficient (a truncated or broken file fails as in full), but skips the IDCT,
+        # upsampling and colour conversion: ~1/4 of the CPU (13 ms, not 58, for 4000 x 3000).
+        im.draft(None, (max(1, width // 8), max(1, height // 8)))
+        load(im)
+        return PreparedImage(raw, "image.jpg", "image/jpeg", width, height, digest)
     if target != (width, height) and im.format in ("JPEG", "MPO"):
         im.draft(None, target)  # libjpeg decodes straight at 1/2, 1/4 or 1/8 scale: less time and memory
     load(im)
@@ -90,3 +97,18 @@ def prepare_upload(raw: bytes) -> PreparedImage:
     im.info = {}  # strip EXIF, XMP, comments and the (already applied) colour profile
     data, im = encode_jpeg(im, API_MAX_BYTES, _UPLOAD_QUALITIES)
     return PreparedImage(data, "image.jpg", "image/jpeg", im.width, im.height, digest)
+
+
+def _jpeg_as_is(im: Image.Image, raw: bytes, target: tuple[int, int]) -> bool:
+    """Whether ``im``, an opened but not yet decoded file, is a JPEG that goes up byte for byte.
+
+    The same rule as for any file sent as is, read from the header alone: a JPEG knows its mode and
+    its EXIF before its pixels are decoded.
+    """
+    return (
+        im.format in ("JPEG", "MPO")
+        and im.mode == "RGB"
+        and target == im.size
+        and len(raw) <= API_MAX_BYTES
+        and orientation(im) == 1
+    )
