@@ -43,7 +43,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .token(settings.telegram_bot_token)
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
-        .rate_limiter(TelegramRateLimiter(max_retries=5, metrics=metrics))
+        .rate_limiter(TelegramRateLimiter(max_rate=settings.telegram_max_rate, max_retries=5, metrics=metrics))
         .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
         .connection_pool_size(64)

@@ -151,7 +151,7 @@ class _FileMessenger:
             path.write_bytes(data)
         self._summary.written.append(path)
 
-    async def acknowledge(self, job: JobRecord) -> int | None:
+    async def post_status(self, job: JobRecord, status: Status) -> int | None:
         return None
 
     async def download(self, job: JobRecord) -> bytes:

@@ -44,6 +44,7 @@ class Settings:
     telegram_bot_token: str = field(repr=False)
     picwish_api_key: str = field(repr=False)
     telegram_api_url: str = "https://api.telegram.org"
+    telegram_max_rate: float = 30.0
     picwish_api_url: str = "https://techhk.aoscdn.com"
     picwish_qps: float = 2.0
     picwish_retry_seconds: float = 90.0
@@ -120,6 +121,7 @@ def load_settings(
         telegram_bot_token=token,
         picwish_api_key=api_key,
         telegram_api_url=_url(env, "TELEGRAM_API_URL", "https://api.telegram.org"),
+        telegram_max_rate=_number(env, "TELEGRAM_MAX_RATE", 30.0, minimum=1, maximum=1000),
         picwish_api_url=_url(env, "PICWISH_API_URL", "https://techhk.aoscdn.com"),
         picwish_qps=_number(env, "PICWISH_QPS", 2.0, minimum=0.1, maximum=100),
         picwish_retry_seconds=_number(env, "PICWISH_RETRY_SECONDS", 90.0, minimum=0, maximum=3600),

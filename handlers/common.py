@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from telegram import Update
 from telegram.constants import ChatMemberStatus
-from telegram.error import RetryAfter
 from telegram.ext import CallbackContext
 
 if TYPE_CHECKING:
@@ -21,12 +20,6 @@ def refusals(context: CallbackContext[Any, Any, Any, Any]) -> Refusals:
 def is_private(update: Update) -> bool:
     chat = update.effective_chat
     return chat is not None and chat.type == "private"
-
-
-def retry_after_seconds(exc: RetryAfter) -> float:
-    """Seconds Telegram asks us to wait (PTB 22 gives an int or, opted in, a timedelta)."""
-    value = exc.retry_after
-    return float(value) if isinstance(value, int | float) else value.total_seconds()
 
 
 async def may_change_chat_settings(update: Update, context: CallbackContext[Any, Any, Any, Any]) -> bool:

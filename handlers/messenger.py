@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.ext import ExtBot
 
 from bot import errors
 from bot.config import Settings
@@ -18,8 +19,8 @@ from bot.imaging import PROP_DPI
 from bot.pipeline.contracts import PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
 from bot.storage import JobRecord
+from bot.telegram_limits import FEEDBACK, NOTICE, Lane, Pace, retry_after_seconds
 from bot.texts import text
-from handlers.common import retry_after_seconds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,6 +30,8 @@ SEND_ATTEMPTS = 5
 SEND_BACKOFF = 1.0
 #: A prop shorter than this on its long side prints under 10 cm at 300 DPI: the caption suggests a file.
 SMALL_PROP_SIDE = 1200
+#: A chat action still waiting for its slot after this long would show work already done: dropped.
+CHAT_ACTION = Pace(Lane.FEEDBACK, stale_after=3.0)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
@@ -67,7 +70,7 @@ def _pack_button(sticker: Sticker, job: JobRecord) -> InlineKeyboardMarkup | Non
 class TelegramMessenger:
     """Implements :class:`bot.pipeline.service.Messenger` with a PTB ``Bot``."""
 
-    def __init__(self, bot: Bot, settings: Settings) -> None:
+    def __init__(self, bot: ExtBot[Any], settings: Settings) -> None:
         self.bot = bot
         self.settings = settings
 
@@ -77,14 +80,14 @@ class TelegramMessenger:
     def _text(self, job: JobRecord, key: str, **values: object) -> str:
         return text(key, lang=job.lang, brief=not job.is_private, **values)
 
-    async def acknowledge(self, job: JobRecord) -> int | None:
-        key = "status_received" if job.batch_id is None else "status_received_batch"
+    async def post_status(self, job: JobRecord, status: Status) -> int | None:
         message: Message = await with_retries(
             lambda: self.bot.send_message(
                 job.chat_id,
-                self._text(job, key),
+                self._status_text(job, status),
                 reply_parameters=self._reply_to(job),
                 message_thread_id=job.thread_id,
+                rate_limit_args=NOTICE,
             ),
             what="status message",
         )
@@ -112,6 +115,18 @@ class TelegramMessenger:
     async def show_status(self, job: JobRecord, status: Status) -> None:
         if job.status_message_id is None:
             return
+        try:
+            await self.bot.edit_message_text(
+                self._status_text(job, status),
+                chat_id=job.chat_id,
+                message_id=job.status_message_id,
+                rate_limit_args=FEEDBACK,
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
+
+    def _status_text(self, job: JobRecord, status: Status) -> str:
         batch = "_batch" if job.batch_id is not None else ""
         key = {
             "received": f"status_received{batch}",
@@ -125,19 +140,19 @@ class TelegramMessenger:
             "total": status.total,
             "minutes": round(self.settings.outage_hold_minutes),
         }
-        message = self._text(job, key, **values)
-        try:
-            await self.bot.edit_message_text(message, chat_id=job.chat_id, message_id=job.status_message_id)
-        except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
-                raise
+        return self._text(job, key, **values)
 
     async def chat_action(self, job: JobRecord) -> None:
         await self.bot.send_chat_action(
-            job.chat_id, ChatAction.CHOOSE_STICKER, message_thread_id=job.thread_id
+            job.chat_id,
+            ChatAction.CHOOSE_STICKER,
+            message_thread_id=job.thread_id,
+            rate_limit_args=CHAT_ACTION,
         )
 
-    async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
+    async def send_sticker(
+        self, job: JobRecord, sticker: Sticker, known_id: str | None
+    ) -> SentSticker | None:
         sent: Message | None = None
         if known_id:
             try:
@@ -277,7 +292,7 @@ class TelegramMessenger:
         if job.status_message_id is None:
             return
         try:
-            await self.bot.delete_message(job.chat_id, job.status_message_id)
+            await self.bot.delete_message(job.chat_id, job.status_message_id, rate_limit_args=FEEDBACK)
         except (BadRequest, Forbidden, NetworkError) as exc:
             log.debug("could not delete status message: %s", type(exc).__name__)
 

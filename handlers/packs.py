@@ -15,7 +15,7 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 from bot.domain import PACK_EMOJI
 from bot.packs import PACK_CAPACITY, pack_name, pack_title
 from bot.storage import PackRecord, Store
-from handlers.common import retry_after_seconds
+from bot.telegram_limits import retry_after_seconds
 from handlers.context import BotContext
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ async def _add(
     raise NoRoom(f"no volume up to {volume} took the sticker")
 
 
-async def _adopt(
-    context: BotContext, db: Store, user_id: int, volume: int, name: str
-) -> PackRecord | None:
+async def _adopt(context: BotContext, db: Store, user_id: int, volume: int, name: str) -> PackRecord | None:
     """Record the existing set ``name`` as this user's volume; None when Telegram won't show it."""
     try:
         found = await context.bot.get_sticker_set(name)

@@ -55,11 +55,11 @@ def test_with_only_a_bot_token_the_offline_engine_answers_a_portrait(
         png_call = telegram.wait_for_call("sendDocument", timeout=60)[0]
         telegram.send_photo(USER, coffee_jpeg())
         no_face = telegram.wait_for_call(
-            "editMessageText", where=lambda c: c.params["text"] == text("no_face"), timeout=60
+            "sendMessage", where=lambda c: c.params["text"] == text("no_face"), timeout=60
         )[0]
         telegram.send_text(USER, "https://example.org/me.jpg")
         link = telegram.wait_for_call(
-            "editMessageText", where=lambda c: c.params["text"] == text("link_unsupported"), timeout=60
+            "sendMessage", where=lambda c: c.params["text"] == text("link_unsupported"), timeout=60
         )[0]
     sticker = next(iter(sticker_call.files.values()))
     assert_sticker_rules(open_image(sticker), len(sticker))

@@ -25,7 +25,6 @@ def test_json_logs_parse_line_by_line_follow_the_photo_by_job_id_and_hold_no_sec
         telegram.wait_for_call("getUpdates", timeout=30)
         telegram.send_photo(USER, astronaut_jpeg())
         telegram.wait_for_call("sendDocument", timeout=30)
-        telegram.wait_for_call("deleteMessage", timeout=30)
         bot.terminate()
         assert bot.wait(timeout=15) == 0
     finally:

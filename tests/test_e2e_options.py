@@ -106,7 +106,6 @@ def test_jpg_output_comes_as_a_photo_without_alpha_and_without_a_sticker(
         set_options(telegram, USER, "set:output:jpg")
         photo = telegram.send_photo(USER, astronaut_jpeg())
         sent = telegram.wait_for_call("sendPhoto")[0]
-        telegram.wait_for_call("deleteMessage")  # the status message gave way: the answer is complete
         assert sent.ok, sent.error
         assert sent.decoded["reply_parameters"]["message_id"] == photo["message_id"]
         assert not telegram.calls_to("sendSticker") and not telegram.calls_to("sendDocument")
@@ -273,7 +272,6 @@ def test_png_only_carries_the_pack_button_and_no_sticker(
         set_options(telegram, USER, "set:output:png")
         telegram.send_photo(USER, astronaut_jpeg())
         png_call = document_named(telegram, "cutout.png")
-        telegram.wait_for_call("deleteMessage")
         assert not telegram.calls_to("sendSticker")
     assert png_call.decoded["reply_markup"]["inline_keyboard"][0][0]["callback_data"].startswith("pack:")
     assert_head_cutout(open_image(uploaded(png_call)))

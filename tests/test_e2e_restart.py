@@ -239,6 +239,8 @@ def test_killed_during_intake_resumes_it_without_a_second_acknowledgement(
     with running(env, tmp_path) as first:
         photo = telegram.send_photo(USER, variant_jpeg(400))["message_id"]
         telegram.wait_for_call("getFile", timeout=20)
+        # Still fetching it two seconds on: the user is told it was received.
+        telegram.wait_for_call("sendMessage", where=lambda c: c.params["text"] == text("status_received"))
         first.kill()
         first.wait()
     assert open_jobs(data_dir) == {photo: "accepted"}

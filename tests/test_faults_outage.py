@@ -27,10 +27,14 @@ def outage_env(telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path, hol
 
 
 def status_texts(telegram: FakeTelegram) -> list[tuple[tuple[int, int], str]]:
-    """((chat id, status message id), text) of every edit the bot made."""
+    """((chat id, status message id), text) of every message the bot posted or edited."""
     return [
-        ((int(c.params["chat_id"]), int(c.params["message_id"])), c.params["text"])
-        for c in telegram.calls_to("editMessageText")
+        (
+            (int(c.params["chat_id"]), int(c.params["message_id"] if c.method == "editMessageText" else c.result["message_id"])),
+            c.params["text"],
+        )
+        for c in telegram.calls
+        if c.method in ("sendMessage", "editMessageText") and c.ok
     ]
 
 

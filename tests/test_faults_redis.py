@@ -43,9 +43,12 @@ def statuses_in_line(telegram: FakeTelegram) -> int:
     """How many of the user's status messages say their photo waits in line."""
     return len(
         {
-            int(c.params["message_id"])
-            for c in telegram.calls_to("editMessageText")
-            if in_chat(USER)(c) and IN_LINE.search(str(c.params.get("text", "")))
+            int(c.params["message_id"] if c.method == "editMessageText" else c.result["message_id"])
+            for c in telegram.calls
+            if c.method in ("sendMessage", "editMessageText")
+            and c.ok
+            and in_chat(USER)(c)
+            and IN_LINE.search(str(c.params.get("text", "")))
         }
     )
 

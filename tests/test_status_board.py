@@ -1,4 +1,5 @@
-"""What status messages say: one per photo, one shared by a batch that counts what is done."""
+"""What status messages say: none for a photo that starts at once, one per waiting photo, one shared by a
+batch that counts what is done; posted once a photo waits, edited only when what it says changes."""
 
 from __future__ import annotations
 
@@ -7,54 +8,158 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.domain import JobState
-from bot.pipeline.status import Status, StatusBoard
+from bot.pipeline.status import POST_WHEN_QUEUED, POST_WHEN_RECEIVED, Status, StatusBoard
 from bot.storage import JobRecord
 
 
-def job(job_id: str, batch: str | None = None, index: int = 0) -> JobRecord:
+def job(
+    job_id: str, batch: str | None = None, index: int = 0, status_message_id: int | None = None
+) -> JobRecord:
     return JobRecord(
-        id=job_id, user_id=1, chat_id=1, chat_type="private", message_id=index, file_id="f",
-        file_unique_id="u", state=JobState.QUEUED, status_message_id=99, batch_id=batch, batch_index=index,
+        id=job_id,
+        user_id=1,
+        chat_id=1,
+        chat_type="private",
+        message_id=index,
+        file_id="f",
+        file_unique_id="u",
+        state=JobState.QUEUED,
+        status_message_id=status_message_id,
+        batch_id=batch,
+        batch_index=index,
     )
 
 
-def board() -> tuple[StatusBoard, list[tuple[str, Status]]]:
-    shown: list[tuple[str, Status]] = []
+class Chat:
+    """What the chat sees: posts, edits and deletions of status messages."""
 
-    async def show(j: JobRecord, status: Status) -> None:
-        shown.append((j.id, status))
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, Status]] = []
+        self.shown: list[tuple[str, Status]] = []
+        self.retired: list[int | None] = []
+        self.tasks: list[asyncio.Future[None]] = []
+        self.next_id = 500
 
-    def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
-        return asyncio.ensure_future(coro)
+    async def post(self, j: JobRecord, status: Status) -> int:
+        self.posted.append((j.id, status))
+        self.next_id += 1
+        return self.next_id
 
-    return StatusBoard(show, spawn), shown
+    async def show(self, j: JobRecord, status: Status) -> None:
+        self.shown.append((j.id, status))
+
+    def record(self, jobs: list[JobRecord], message_id: int) -> None:
+        for j in jobs:
+            j.status_message_id = message_id
+
+    async def retire(self, j: JobRecord) -> None:
+        self.retired.append(j.status_message_id)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.append(task)
+        return task
+
+    async def settled(self) -> None:
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=5)
 
 
-async def test_a_single_photo_shows_its_own_place_then_work() -> None:
-    statuses, _ = board()
+def board() -> tuple[StatusBoard, Chat]:
+    chat = Chat()
+    return StatusBoard(
+        post=chat.post, show=chat.show, posted=chat.record, retire=chat.retire, spawn=chat.spawn
+    ), chat
+
+
+async def test_a_photo_that_starts_at_once_gets_no_status_message() -> None:
+    statuses, chat = board()
+    single = job("a")
+    statuses.track(single)
+    statuses.want(single, "queued", 1)
+    start = statuses._messages["a"].since
+    statuses.want(single, "working")  # picked up at once
+    statuses.refresh(start + 10)
+    await chat.settled()
+    assert chat.posted == [] and chat.shown == []
+    assert statuses.settle(single) is True
+    assert single.status_message_id is None
+
+
+async def test_a_photo_that_waits_in_line_gets_its_place_once_it_has_waited_a_second() -> None:
+    statuses, chat = board()
     single = job("a")
     statuses.track(single)
     statuses.want(single, "queued", 3)
-    assert statuses._messages["a"].wanted == Status("queued", 3)
-    statuses.want(single, "working")
-    assert statuses._messages["a"].wanted == Status("working")
-    assert await statuses.settle(single) is True, "its message speaks for nobody now: retire it"
+    since = statuses._messages["a"].queued_since
+    assert since is not None
+    statuses.refresh(since + POST_WHEN_QUEUED / 2)
+    assert chat.posted == []
+    statuses.refresh(since + POST_WHEN_QUEUED)
+    await chat.settled()
+    assert chat.posted == [("a", Status("queued", 3))]
+    assert single.status_message_id == 501
+    statuses.refresh(since + 60)  # nothing changed: nothing to edit
+    statuses.want(single, "queued", 2)
+    statuses.refresh(since + 60)
+    await chat.settled()
+    assert chat.shown == [("a", Status("queued", 2))]
+
+
+async def test_a_photo_still_being_fetched_after_two_seconds_gets_a_status_message() -> None:
+    statuses, chat = board()
+    single = job("a")
+    statuses.track(single)
+    since = statuses._messages["a"].since
+    statuses.refresh(since + POST_WHEN_RECEIVED - 0.1)
+    assert chat.posted == []
+    statuses.refresh(since + POST_WHEN_RECEIVED)
+    await chat.settled()
+    assert chat.posted == [("a", Status("received"))]
+
+
+async def test_a_status_message_answered_while_it_was_posted_is_deleted_on_arrival() -> None:
+    statuses, chat = board()
+    single = job("a")
+    statuses.track(single)
+    statuses.want(single, "queued", 4)
+    since = statuses._messages["a"].queued_since
+    assert since is not None
+    statuses.refresh(since + POST_WHEN_QUEUED)
+    assert statuses.settle(single) is True  # answered before the post came back
+    await chat.settled()
+    assert chat.retired == [501]
 
 
 async def test_a_batch_shares_one_message_that_counts_what_is_done() -> None:
-    statuses, _ = board()
+    statuses, chat = board()
     album = [job(f"j{i}", "album:1:7", i) for i in range(3)]
-    for member in album:
+    for member in album[:2]:
         statuses.track(member)
     message = statuses._messages["album:1:7"]
-    assert message.wanted == Status("received", total=3)
+    assert message.wanted == Status("received", total=2)
     statuses.want(album[1], "queued", 5)
+    statuses.refresh(message.since + 5)
+    await chat.settled()
+    assert [m.status_message_id for m in album[:2]] == [501, 501]
+    statuses.track(album[2])  # a straggler joins the message already posted
+    assert album[2].status_message_id == 501
     statuses.want(album[2], "queued", 2)
     assert message.wanted == Status("queued", position=2, total=3), "the front-most place in line"
     statuses.want(album[0], "working")
     assert message.wanted == Status("progress", done=0, total=3)
-    assert await statuses.settle(album[0]) is False
+    assert statuses.settle(album[0]) is False
     assert message.wanted == Status("progress", done=1, total=3)
-    assert await statuses.settle(album[1]) is False
-    assert await statuses.settle(album[2]) is True, "the last photo retires the shared message"
-    assert statuses.status_message_id(album[0]) is None
+    assert statuses.settle(album[1]) is False
+    assert statuses.settle(album[2]) is True, "the last photo retires the shared message"
+    assert len(chat.posted) == 1
+
+
+async def test_a_status_message_from_before_a_restart_is_kept() -> None:
+    statuses, chat = board()
+    resumed = job("a", status_message_id=77)
+    statuses.track(resumed)
+    assert statuses.has_message(resumed)
+    statuses.want(resumed, "queued", 2)
+    statuses.refresh(statuses._messages["a"].since + 30)
+    await chat.settled()
+    assert chat.posted == [] and chat.shown == [("a", Status("queued", 2))]

@@ -55,7 +55,9 @@ class SentSticker:
 class Sticker:
     """A job's 512 px cutout, as a sticker (WEBP) and a transparent PNG of the same picture."""
 
-    cutout_id: int | None  # its id in the store (pack buttons, inline mode); None while it could not be recorded
+    cutout_id: (
+        int | None
+    )  # its id in the store (pack buttons, inline mode); None while it could not be recorded
     webp: bytes = field(repr=False)
     png: bytes = field(repr=False)
 
@@ -74,8 +76,8 @@ class PropFile:
 class Messenger(Protocol):
     """The chat side of a job. Implemented in ``handlers/``; every method may raise on network trouble."""
 
-    async def acknowledge(self, job: JobRecord) -> int | None:
-        """Show that the photo was received; return the id of the status message, if one was sent."""
+    async def post_status(self, job: JobRecord, status: Status) -> int | None:
+        """Post a status message saying ``status`` (the photo waits); return its id."""
 
     async def download(self, job: JobRecord) -> bytes: ...
 
@@ -90,7 +92,9 @@ class Messenger(Protocol):
 
     async def chat_action(self, job: JobRecord) -> None: ...
 
-    async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
+    async def send_sticker(
+        self, job: JobRecord, sticker: Sticker, known_id: str | None
+    ) -> SentSticker | None:
         """Send the sticker (re-using ``known_id``, the chat side's id of it, when it still works)."""
 
     async def send_png(self, job: JobRecord, sticker: Sticker, *, pack_button: bool, offline: bool) -> None:

@@ -94,6 +94,10 @@ class Scheduler:
     def forget(self, job: JobRecord) -> None:
         self._held_since.pop(job.id, None)
 
+    def idle(self) -> bool:
+        """Whether a job joining the line now would start at once: nobody waits and a worker is free."""
+        return not self._queue and len(self.working) < self._workers
+
     def now(self) -> tuple[int, int]:
         """(jobs waiting in line, jobs being cut out now)."""
         return len(self._queue), len(self.working)

@@ -13,6 +13,7 @@ reached, answers wait (per chat, in the order they waited) and go out once it ca
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+#: Seconds a chat action shows in the chat (Telegram: 5 s or until the bot sends a message).
+CHAT_ACTION_LASTS = 4.5
 
 
 @dataclass
@@ -54,10 +57,11 @@ class ServiceStats:
 
 @dataclass
 class _Line:
-    """A chat's answers that waited for the chat side: they go out one at a time, in turn."""
+    """A chat's answers that waited for the chat side: they go out one at a time, oldest photo first."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
+    waiting: list[tuple[float, str]] = field(default_factory=list)  # (created_at, job id), oldest first
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    busy: bool = False
 
 
 class CutoutService:
@@ -73,7 +77,7 @@ class CutoutService:
         budget: QpsBudget | None = None,
         intake_concurrency: int = 4,
         retry: RetryPolicy | None = None,
-        chat_action_every: float = 4.0,
+        chat_action_every: float = CHAT_ACTION_LASTS,
         metrics: Metrics | None = None,
         disk: DiskSpace | None = None,
         outage_hold: float = 0.0,
@@ -84,7 +88,13 @@ class CutoutService:
         self.stats = ServiceStats()
         self.metrics = metrics or Metrics()
         self._keeper = Keeper(store, data_dir, disk or DiskSpace(data_dir, 0), self._alert_disk)
-        self._board = StatusBoard(self._show_status, self._spawn)
+        self._board = StatusBoard(
+            post=self._post_status,
+            show=self._show_status,
+            posted=self._status_posted,
+            retire=self._retire_status,
+            spawn=self._spawn,
+        )
         self._scheduler = Scheduler(
             board=self._board,
             process=self._process,
@@ -108,7 +118,7 @@ class CutoutService:
         self._intake_slots = asyncio.Semaphore(intake_concurrency)
         self._chat_action_every = chat_action_every
         self._batches = Batches()
-        self._acks: dict[str, asyncio.Future[int | None]] = {}  # a batch's shared status message
+        self._acted: dict[int, float] = {}  # per chat: when its last chat action went out
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_loop: asyncio.Task[None] | None = None
         self._messenger: Messenger | None = None
@@ -125,7 +135,9 @@ class CutoutService:
         self._messenger = messenger
         self._closing = False
         self._scheduler.start()
-        self._status_loop = asyncio.create_task(self._board.run(self._scheduler.positions), name="cutout-status")
+        self._status_loop = asyncio.create_task(
+            self._board.run(self._scheduler.positions), name="cutout-status"
+        )
         resumed = self.store.open_jobs()
         for job in resumed:
             self._board.track(job)
@@ -134,7 +146,9 @@ class CutoutService:
         for job in resumed:
             if job.state is JobState.DELIVERING:
                 self._spawn(self._finish_delivery(job), job)
-            elif job.state in (JobState.QUEUED, JobState.WORKING) and self._keeper.incoming_path(job).exists():
+            elif (
+                job.state in (JobState.QUEUED, JobState.WORKING) and self._keeper.incoming_path(job).exists()
+            ):
                 self._scheduler.enqueue(job)
             else:
                 self._spawn(self._intake(job), job)
@@ -246,19 +260,9 @@ class CutoutService:
         self._scheduler.enqueue(job)
 
     async def _take_in(self, job: JobRecord) -> str | None:
-        if job.status_message_id is None:
-            status_id = await self._acknowledge(job)
-            self._keeper.save(job, status_message_id=status_id)
+        if self._scheduler.idle():  # it will start at once: a chat action says so, no status message
+            self._spawn(self._chat_action(job))
         return await self._cached_key(job)
-
-    async def _acknowledge(self, job: JobRecord) -> int | None:
-        """The status message: one per photo, or one shared by a whole batch."""
-        if job.batch_id is None:
-            return await self.messenger.acknowledge(job)
-        shared = self._acks.get(job.batch_id)
-        if shared is None or (shared.done() and (shared.cancelled() or shared.exception() is not None)):
-            shared = self._acks[job.batch_id] = asyncio.ensure_future(self.messenger.acknowledge(job))
-        return await asyncio.shield(shared)
 
     async def _cached_key(self, job: JobRecord) -> str | None:
         """Check the photo (downloading it if needed) and return its cache key when the cache can answer
@@ -292,7 +296,12 @@ class CutoutService:
         probe = self._scheduler.in_outage  # the user keeps seeing that the service is down
         if not probe:
             self._board.want(job, "working")
-        action = asyncio.create_task(self._chat_action_loop(job)) if not probe else None
+        # A photo without a status message shows the bot at work while it is cut out (not while it waits).
+        action = (
+            asyncio.create_task(self._chat_action_loop(job))
+            if not probe and not self._board.has_message(job)
+            else None
+        )
         key = job.cache_key
         assert key is not None
         error: errors.CutoutError | None = None
@@ -335,7 +344,7 @@ class CutoutService:
 
     async def _answer(self, job: JobRecord, key: str, *, from_cache: bool) -> None:
         await self._batches.turn(job)
-        retire = await self._board.settle(job)
+        retire = self._board.settle(job)
         if from_cache:
             self._cache_hit()
         await self._reaching_chat(job, lambda: self._deliver(job, key))
@@ -362,7 +371,7 @@ class CutoutService:
             text_key = error.text_key
             self._keeper.db(lambda: self.store.remember_failure(cache_key, text_key))
         await self._batches.turn(job)
-        retire = await self._board.settle(job)
+        retire = self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
         self.metrics.photos_failed.labels(error.text_key).inc()
@@ -387,9 +396,7 @@ class CutoutService:
         """The job is finished: the next photo of its batch may go; its status message may retire."""
         self._batches.leave(job)
         if retire:
-            if job.batch_id is not None:
-                self._acks.pop(job.batch_id, None)
-            await quietly(self.messenger.finish(job))
+            await self._retire_status(job)
         self._board.forget(job)
         self._scheduler.forget(job)
         self._keeper.forget_upload(job)
@@ -414,7 +421,9 @@ class CutoutService:
             if part in (Part.STICKER, Part.PNG) and sticker is None:
                 sticker = await self._maker.sticker(job, key)
             try:
-                await self._send_part(job, key, part, sticker, pack_button=Part.STICKER not in parts, offline=offline)
+                await self._send_part(
+                    job, key, part, sticker, pack_button=Part.STICKER not in parts, offline=offline
+                )
             except errors.StickersRefused:
                 log.info("chat %s refuses stickers: answering there without them", job.chat_id)
                 settings = replace(self.store.chat_settings(job.chat_id), no_stickers=True)
@@ -455,7 +464,7 @@ class CutoutService:
 
     async def _finish_delivery(self, job: JobRecord) -> None:
         """A job whose answer was partly sent before a restart: send the rest, never a part again."""
-        retire = await self._board.settle(job)
+        retire = self._board.settle(job)
         try:
             if (key := job.cache_key) is not None:
                 await self._reaching_chat(job, lambda: self._deliver(job, key))
@@ -472,27 +481,37 @@ class CutoutService:
     # --- the chat side unreachable -------------------------------------------------------------
     async def _reaching_chat(self, job: JobRecord, send: Callable[[], Awaitable[T]]) -> T:
         """Run ``send`` (it talks to the job's chat); while the chat side is unreachable, wait until it is
-        back and run it again: answers are kept, not failed, and go out one at a time per chat, in the
-        order they waited."""
-        if self._chat_up.is_set():
+        back and run it again: answers are kept, not failed, and go out one at a time per chat, the
+        oldest photo's first."""
+        if self._chat_up.is_set() and job.chat_id not in self._resume_lines:  # else: after those that waited
             try:
                 return await send()
             except errors.ChatUnreachable as exc:
                 self._chat_down(exc)
         line = self._resume_lines.setdefault(job.chat_id, _Line())
-        line.users += 1
+        me = (job.created_at, job.id)
+        bisect.insort(line.waiting, me)
         try:
-            async with line.lock:
-                while True:
-                    await self._chat_up.wait()
-                    try:
-                        return await send()
-                    except errors.ChatUnreachable as exc:
-                        self._chat_down(exc)
+            while True:
+                await self._chat_up.wait()
+                async with line.changed:
+                    await line.changed.wait_for(lambda: not line.busy and line.waiting[0] == me)
+                    line.busy = True
+                try:
+                    return await send()
+                except errors.ChatUnreachable as exc:
+                    self._chat_down(exc)
+                finally:
+                    async with line.changed:
+                        line.busy = False
+                        line.changed.notify_all()
         finally:
-            line.users -= 1
-            if not line.users:
+            line.waiting.remove(me)
+            if not line.waiting:
                 del self._resume_lines[job.chat_id]
+            else:
+                async with line.changed:
+                    line.changed.notify_all()
 
     def _chat_down(self, failure: errors.ChatUnreachable) -> None:
         if not self._chat_up.is_set():
@@ -517,13 +536,39 @@ class CutoutService:
         self._chat_up.set()
 
     # --- feedback -----------------------------------------------------------------------------
+    async def _post_status(self, job: JobRecord, status: Status) -> int | None:
+        try:
+            return await self.messenger.post_status(job, status)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the photo is still answered; only the news that it waits is lost
+            log.warning("could not post a status message in chat %s: %s", job.chat_id, type(exc).__name__)
+            return None
+
+    def _status_posted(self, jobs: list[JobRecord], message_id: int) -> None:
+        for job in jobs:
+            self._keeper.save(job, status_message_id=message_id)
+
     async def _show_status(self, job: JobRecord, status: Status) -> None:
         await quietly(self.messenger.show_status(job, status))
 
+    async def _retire_status(self, job: JobRecord) -> None:
+        await quietly(self.messenger.finish(job))
+
     async def _chat_action_loop(self, job: JobRecord) -> None:
         while True:
-            await quietly(self.messenger.chat_action(job))
+            await self._chat_action(job)
             await asyncio.sleep(self._chat_action_every)
+
+    async def _chat_action(self, job: JobRecord) -> None:
+        """Show the bot at work in the job's chat, unless a chat action there still shows."""
+        now = time.monotonic()
+        if now - self._acted.get(job.chat_id, -CHAT_ACTION_LASTS) < CHAT_ACTION_LASTS:
+            return
+        self._acted[job.chat_id] = now
+        if len(self._acted) > 10_000:
+            self._acted = {chat: at for chat, at in self._acted.items() if now - at < CHAT_ACTION_LASTS}
+        await quietly(self.messenger.chat_action(job))
 
     async def _alert_disk(self, text_key: str, free_mb: int) -> None:
         await quietly(self.messenger.alert_admins(text_key, None, free_mb=free_mb))

@@ -1,8 +1,12 @@
-"""Status messages: what each waiting photo (or album) shows while it waits, kept in step with the line.
+"""Status messages: what a photo (or album) that waits shows while it waits, kept in step with the line.
 
-A single photo has its own status message; the photos of a batch (an album, or the links of one
-message) share one, which shows how many are done. Edits are spaced out per message and capped per
-tick, so status messages never crowd out answers in Telegram's budget.
+A photo that starts at once gets no status message: a chat action says the bot is at work, and the
+answer follows. A status message appears only once a photo waits (in line for a second, or still
+being fetched after two) and changes only when what it says changes, each message at most once per
+interval. A single photo has its own; the photos of a batch (an album, the links of one message)
+share one, which shows how many are done. Posting it is a ``NOTICE`` in Telegram's budget; edits
+are ``FEEDBACK``, sent only with spare capacity, the latest replacing one still waiting (see
+``bot/telegram_limits.py``), so status messages never crowd out answers.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from typing import Any
 
 from bot.storage import JobRecord
 
-#: Edits sent per tick at most: stay well inside Telegram's ~30 messages/s for everything else.
+#: Edits started per tick at most (Telegram's limiter caps their share of its budget in any case).
 EDITS_PER_TICK = 10
+#: A photo in line this long gets a status message (one that starts sooner needs none).
+POST_WHEN_QUEUED = 1.0
+#: A photo still being fetched or checked this long gets one too.
+POST_WHEN_RECEIVED = 2.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +43,24 @@ RECEIVED = Status("received")
 
 @dataclass
 class _Message:
-    """One status message and the open jobs it speaks for."""
+    """One status message (once posted) and the open jobs it speaks for."""
 
-    job: JobRecord  # whose chat and status_message_id it edits
     batch: bool
+    since: float  # when its first photo arrived
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
     members: dict[str, Status] = field(default_factory=dict)
+    message_id: int | None = None
+    queued_since: float | None = None  # when one of its photos began to wait in line
     finished: int = 0
     shown: Status = RECEIVED
     last_edit: float = 0.0
-    edit: asyncio.Future[None] | None = None  # the edit in flight, awaited before the answer goes out
+    busy: bool = False  # posting it, or an edit on its way
+    retired: bool = False  # its photos are answered: a post still on its way is deleted on arrival
+
+    @property
+    def job(self) -> JobRecord:
+        """The job whose chat (and status_message_id) the message's calls use."""
+        return next(iter(self.jobs.values()))
 
     @property
     def wanted(self) -> Status:
@@ -60,16 +77,30 @@ class _Message:
             return Status("queued", position=min(positions), total=total)
         return Status("received", total=total)
 
+    def worth_posting(self, now: float) -> bool:
+        """Whether its photos wait long enough to need a status message."""
+        kinds = {s.kind for s in self.members.values()}
+        if self.queued_since is not None and now - self.queued_since >= POST_WHEN_QUEUED:
+            return True
+        return kinds == {"received"} and now - self.since >= POST_WHEN_RECEIVED
+
 
 class StatusBoard:
     """Every status message in use, keyed by batch id (shared) or job id (a single photo)."""
 
     def __init__(
         self,
+        *,
+        post: Callable[[JobRecord, Status], Awaitable[int | None]],
         show: Callable[[JobRecord, Status], Awaitable[None]],
+        posted: Callable[[list[JobRecord], int], None],
+        retire: Callable[[JobRecord], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Future[None]],
     ) -> None:
-        self._show = show
+        self._post = post  # sends a status message, returns its id
+        self._show = show  # edits one
+        self._posted = posted  # records a status message's id on the jobs it speaks for
+        self._retire = retire  # deletes one
         self._spawn = spawn
         self._messages: dict[str, _Message] = {}
         #: What a photo waiting in line is shown: ``queued`` (its place), or ``outage`` while the API is down.
@@ -80,11 +111,18 @@ class StatusBoard:
         return job.batch_id or job.id
 
     def track(self, job: JobRecord) -> None:
-        """Show ``job`` on its status message (its batch's, shared, or its own)."""
+        """Speak for ``job`` (on its batch's message, shared, or its own) once it waits."""
         message = self._messages.get(self._key(job))
         if message is None:
-            message = self._messages[self._key(job)] = _Message(job, batch=job.batch_id is not None)
+            message = self._messages[self._key(job)] = _Message(
+                batch=job.batch_id is not None, since=time.monotonic()
+            )
+        message.jobs[job.id] = job
         message.members.setdefault(job.id, RECEIVED)
+        if message.message_id is None:
+            message.message_id = job.status_message_id  # posted before a restart
+        elif job.status_message_id != message.message_id:
+            self._posted([job], message.message_id)  # a later photo of a batch that has one
 
     def want(self, job: JobRecord, kind: str, position: int | None = None) -> None:
         message = self._messages.get(self._key(job))
@@ -92,15 +130,21 @@ class StatusBoard:
             if kind == "queued" and self.line_status == "outage":
                 kind, position = "outage", None  # told once; its place means nothing until the API is back
             message.members[job.id] = Status(kind, position)
+            if kind in ("queued", "outage"):
+                if message.queued_since is None:
+                    message.queued_since = time.monotonic()
+            elif not any(s.kind in ("queued", "outage") for s in message.members.values()):
+                message.queued_since = None
 
-    def status_message_id(self, job: JobRecord) -> int | None:
-        """The status message a batch already has, for its later members."""
+    def has_message(self, job: JobRecord) -> bool:
+        """Whether ``job`` has a status message (posted, or on its way)."""
         message = self._messages.get(self._key(job))
-        return message.job.status_message_id if message is not None else None
+        return message is not None and (message.message_id is not None or message.busy)
 
-    async def settle(self, job: JobRecord) -> bool:
+    def settle(self, job: JobRecord) -> bool:
         """``job`` is being answered: stop speaking for it. True when its status message now speaks
-        for nobody (the caller may retire it); an edit in flight lands before the answer, not after."""
+        for nobody (the caller retires it). Edits still waiting never land after the answer's:
+        Telegram's limiter keeps calls on one message in order and lets the last replace them."""
         message = self._messages.get(self._key(job))
         if message is None or message.members.pop(job.id, None) is None:
             return False
@@ -108,17 +152,17 @@ class StatusBoard:
         if message.members:
             return False
         del self._messages[self._key(job)]
-        if message.edit is not None and not message.edit.done():
-            await asyncio.wait([message.edit], timeout=2.0)
-            message.edit.cancel()  # still held back by a rate limiter: it must not land after the answer
+        message.retired = True
         return True
 
     def forget(self, job: JobRecord) -> None:
         message = self._messages.get(self._key(job))
         if message is not None:
             message.members.pop(job.id, None)
+            message.jobs.pop(job.id, None)
             if not message.members:
                 del self._messages[self._key(job)]
+                message.retired = True
 
     async def run(self, positions: Callable[[], dict[JobRecord, int]], tick: float = 0.5) -> None:
         """Keep status messages in step with the line, each edited at most once per interval."""
@@ -126,26 +170,48 @@ class StatusBoard:
             await asyncio.sleep(tick)
             for job, position in positions().items():
                 self.want(job, "queued", position)
-            now = time.monotonic()
-            edits = 0
-            for message in list(self._messages.values()):
-                wanted = message.wanted
-                if wanted == message.shown or message.job.status_message_id is None:
-                    continue
-                if message.edit is not None and not message.edit.done():
-                    continue
-                if now - message.last_edit < edit_interval(message.job, wanted):
-                    continue
-                message.shown = wanted
-                message.edit = self._spawn(self._edit(message, wanted))
-                edits += 1
-                if edits >= EDITS_PER_TICK:
-                    break
+            self.refresh(time.monotonic())
+
+    def refresh(self, now: float) -> None:
+        """Post the status messages now worth posting; edit those whose text is out of date."""
+        edits = 0
+        for message in list(self._messages.values()):
+            if message.busy or not message.jobs:
+                continue
+            wanted = message.wanted
+            if message.message_id is None:
+                if message.worth_posting(now):
+                    message.busy = True
+                    message.shown = wanted
+                    self._spawn(self._post_one(message, wanted))
+                continue
+            if wanted == message.shown or now - message.last_edit < edit_interval(message.job, wanted):
+                continue
+            message.busy = True
+            message.shown = wanted
+            self._spawn(self._edit(message, wanted))
+            edits += 1
+            if edits >= EDITS_PER_TICK:
+                break
+
+    async def _post_one(self, message: _Message, status: Status) -> None:
+        try:
+            message_id = await self._post(message.job, status)
+        finally:
+            message.busy = False
+            message.last_edit = time.monotonic()
+        if message_id is None:
+            return
+        message.message_id = message_id
+        self._posted(list(message.jobs.values()), message_id)
+        if message.retired:  # answered while it was on its way: it must not stay behind
+            await self._retire(message.job)
 
     async def _edit(self, message: _Message, status: Status) -> None:
         try:
             await self._show(message.job, status)
         finally:
+            message.busy = False
             # Counted from when the edit is done: Telegram never sees two closer than the interval,
             # however long the rate limiter held this one back.
             message.last_edit = time.monotonic()
