@@ -30,6 +30,7 @@ import asyncio
 import bisect
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -61,6 +62,15 @@ GROUP_LIMIT, GROUP_PERIOD = 20, 60.0
 #: The shares of the overall rate the status lanes may use at most, whatever the queue's length.
 NOTICE_SHARE = 0.2
 FEEDBACK_SHARE = 0.2
+#: A call reaches Telegram up to about this long after its turn (the event loop, the upload): the
+#: overall window is this much longer than a second, so Telegram never counts more than the rate.
+SEND_DELAY = 0.1
+#: The overall rate is also kept over fifths of a second (at least this many calls each), so a
+#: second's calls do not leave at once and reach Telegram bunched with the next second's.
+SMOOTH_PERIOD, SMOOTH_MIN_BURST = 0.2, 5
+#: A waiting photo's first status goes to the chats that had the fewest in this many seconds first:
+#: a newcomer hears where they stand before a user with many photos hears of their tenth.
+NOTICE_MEMORY = 60.0
 #: Two chats refused within this many seconds: the flood limit is the bot's, not a chat's.
 GLOBAL_FLOOD_SPAN = 1.0
 #: The longest look down one lane for a call whose chat may go now (the rest wait their turn).
@@ -155,7 +165,9 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         self._max_retries = max_retries
         self._clock = clock
         rate = max(1, round(max_rate))
-        self._overall = _Window(rate, 1.0)
+        self._overall = _Window(rate, 1.0 + SEND_DELAY)
+        self._smooth = _Window(max(SMOOTH_MIN_BURST, math.ceil(rate * SMOOTH_PERIOD)), SMOOTH_PERIOD)
+        self._noticed: dict[int | str, deque[float]] = {}  # per chat: when its recent notices went
         self._shares = {
             Lane.NOTICE: _Window(round(rate * NOTICE_SHARE), 1.0),
             Lane.FEEDBACK: _Window(round(rate * FEEDBACK_SHARE), 1.0),
@@ -295,6 +307,11 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
                 call.turn.set_result(False)  # dropped unsent: it spends nothing
                 continue
             self._overall.take(now)
+            self._smooth.take(now)
+            if call.lane is Lane.NOTICE and call.chat is not None:
+                if len(self._noticed) > 10_000:  # forget chats with no notice lately
+                    self._noticed = {c: t for c, t in self._noticed.items() if t[-1] > now - NOTICE_MEMORY}
+                self._noticed.setdefault(call.chat, deque()).append(now)
             if (share := self._shares.get(call.lane)) is not None:
                 share.take(now)
             if call.counts_in_chat and call.chat is not None:
@@ -303,16 +320,44 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         self._schedule_wake(now)
 
     def _next(self, now: float) -> _Call | None:
-        if self._paused_now(None, now) or not self._overall.room(now):
+        if self._paused_now(None, now) or not self._overall.room(now) or not self._smooth.room(now):
             return self._stale(now)
         for lane in Lane:
             share = self._shares.get(lane)
             if share is not None and not share.room(now):
                 continue
+            if lane is Lane.NOTICE:
+                if (notice := self._next_notice(now)) is not None:
+                    return notice
+                continue
             for call in itertools.islice(self._lanes[lane], SCAN_LIMIT):
                 if self._may_go(call, now):
                     return call
         return self._stale(now)
+
+    def _next_notice(self, now: float) -> _Call | None:
+        """The waiting first status of the chat that had the fewest lately (the oldest among equals)."""
+        best: tuple[int, int] | None = None
+        chosen = None
+        for call in self._lanes[Lane.NOTICE]:
+            if not self._may_go(call, now):
+                continue
+            rank = (self._recent_notices(call.chat, now), call.seq)
+            if best is None or rank < best:
+                best, chosen = rank, call
+                if rank[0] == 0:
+                    break  # nobody goes ahead of a chat that had none
+        return chosen
+
+    def _recent_notices(self, chat: int | str | None, now: float) -> int:
+        times = self._noticed.get(chat) if chat is not None else None
+        if times is None:
+            return 0
+        while times and times[0] <= now - NOTICE_MEMORY:
+            times.popleft()
+        if not times:
+            del self._noticed[chat]  # type: ignore[arg-type]
+        return len(times)
 
     def _stale(self, now: float) -> _Call | None:
         """A call past its use goes at once (it is dropped unsent, spending nothing)."""
@@ -357,7 +402,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         if not any(self._lanes.values()):
             return
         times = [call.stale_at for call in self._perishable()]
-        if self._overall.room(now):  # something else holds the calls back: a share, a chat, a pause
+        if self._overall.room(now) and self._smooth.room(now):  # held back by a share, a chat, a pause
             times += self._paused.values()
             times += [share.free_at(now) for share in self._shares.values()]
             for lane in self._lanes.values():
@@ -365,7 +410,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
                     if call.counts_in_chat and call.chat is not None:
                         times.append(self._chat_window(call.chat).free_at(now))
         else:
-            times.append(self._overall.free_at(now))
+            times.append(max(self._overall.free_at(now), self._smooth.free_at(now)))
         later = [t for t in times if t is not None and t > now]
         delay = min(later) - now if later else 0.05
         self._wake = asyncio.get_running_loop().call_later(min(max(delay, 0.001), 1.0), self._pump)

@@ -268,7 +268,7 @@ def test_a_429_pauses_everyone_and_is_retried_without_the_user_noticing(
     requests = picwish.requests
     [refused] = [r for r in requests if r.status == 429]
     after = [r.at - refused.at for r in requests if r.at > refused.at]
-    # Nobody's request went out during the pause (1.5 s without a Retry-After header).
+    # Nobody's request went out during the pause (1 s without a Retry-After header).
     assert min(after) >= 1.0, after
     assert [r.status for r in picwish.creates()].count(200) == 2
     for user in (first, second):

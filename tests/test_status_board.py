@@ -163,3 +163,12 @@ async def test_a_status_message_from_before_a_restart_is_kept() -> None:
     statuses.refresh(statuses._messages["a"].since + 30)
     await chat.settled()
     assert chat.posted == [] and chat.shown == [("a", Status("queued", 2))]
+
+
+async def test_a_photo_that_came_while_others_wait_gets_a_status_message_at_once() -> None:
+    statuses, chat = board()
+    late = job("late")
+    statuses.track(late)
+    statuses.will_wait(late)  # still being fetched, but others are in line: it will wait
+    await chat.settled()
+    assert chat.posted == [("late", Status("received"))]

@@ -71,36 +71,77 @@ def limiter(clock: Clock, rate: float = 10.0, retries: int = 0) -> tuple[Telegra
     return rl, Telegram(rl)
 
 
+async def run_for(tg: Telegram, clock: Clock, seconds: float, step: float = 0.05) -> None:
+    """Move the fake clock ahead in small steps, letting the limiter hand out turns at each (its own
+    wake-up timer runs on the loop's real clock, so each step wakes it as that timer would)."""
+    for _ in range(round(seconds / step)):
+        clock.now += step
+        tg.limiter._pump()
+        await settle()
+
+
+async def run_until(tg: Telegram, clock: Clock, condition: Callable[[], bool], step: float = 0.05) -> float:
+    """Fake seconds until ``condition`` holds (at most 10)."""
+    start = clock.now
+    while not condition():
+        assert clock.now - start < 10, "not within 10 s"
+        await run_for(tg, clock, step, step)
+    return clock.now - start
+
+
 async def test_answers_go_ahead_of_status_edits_and_chat_actions() -> None:
     clock = Clock()
     _, tg = limiter(clock, rate=10)  # 10 a second; status calls may use 2 of them
-    edits = [tg.call("editMessageText", FEEDBACK, label=f"edit{i}", chat_id=i, message_id=1) for i in range(20)]
+    edits = [
+        tg.call("editMessageText", FEEDBACK, label=f"edit{i}", chat_id=i, message_id=1) for i in range(20)
+    ]
     answers = [tg.call("sendSticker", ANSWER, label=f"answer{i}", chat_id=100 + i) for i in range(6)]
-    await settle()
+    await run_for(tg, clock, 0.9)
     # The first two edits came before any answer and took the status share; every answer went next.
     assert tg.labels() == ["edit0", "edit1", *(f"answer{i}" for i in range(6))]
-    clock.now += 1.0  # a new second: answers first again, so the spare slots go to edits, two of them
+    await run_for(tg, clock, 0.1)  # a new second: answers first, the spare slots go to edits, two of them
     more = [tg.call("sendDocument", ANSWER, label=f"png{i}", chat_id=200 + i) for i in range(5)]
-    await settle(lambda: len(tg.sent) == 8 + 5 + 2)
+    await run_for(tg, clock, 0.9)
     assert tg.labels()[8:] == [*(f"png{i}" for i in range(5)), "edit2", "edit3"]
     await done(answers + more)
     for task in edits:
         task.cancel()
 
 
+async def test_a_second_of_calls_leaves_in_fifths_not_at_once() -> None:
+    clock = Clock()
+    _, tg = limiter(clock, rate=30)
+    answers = [tg.call("sendSticker", ANSWER, label=i, chat_id=100 + i) for i in range(30)]
+    await settle()
+    assert len(tg.sent) == 6  # 30 a second, at most 6 in any fifth of it
+    assert await run_until(tg, clock, lambda: len(tg.sent) == 30) <= 1.0
+    await done(answers)
+
+
 async def test_the_first_status_message_goes_ahead_of_answers_within_its_share() -> None:
     clock = Clock()
     _, tg = limiter(clock, rate=10)
     answers = [tg.call("sendSticker", ANSWER, label=f"answer{i}", chat_id=100 + i) for i in range(12)]
-    await settle()
+    await run_for(tg, clock, 0.9)
     assert len(tg.sent) == 10  # the second is full
     notices = [tg.call("sendMessage", NOTICE, label=f"notice{i}", chat_id=300 + i) for i in range(3)]
-    clock.now += 1.0
-    await settle(lambda: len(tg.sent) == 14)
+    await run_for(tg, clock, 0.3)  # the window is a second and the 0.1 s a call takes to arrive
     assert tg.labels()[10:] == ["notice0", "notice1", "answer10", "answer11"]
-    clock.now += 1.0  # the third waited for the next second's share
-    await settle(lambda: len(tg.sent) == 15)
+    await run_for(tg, clock, 1.05)  # the third waited for the next second's share
+    assert tg.labels()[14:] == ["notice2"]
     await done(answers + notices)
+
+
+async def test_a_newcomer_hears_where_they_stand_before_a_user_with_many_photos_hears_of_the_next() -> None:
+    clock = Clock()
+    _, tg = limiter(clock, rate=10)  # first statuses: 2 a second
+    many = [tg.call("sendMessage", NOTICE, label=f"many{i}", chat_id=1) for i in range(3)]
+    newcomer = tg.call("sendMessage", NOTICE, label="newcomer", chat_id=2)
+    await settle()
+    assert tg.labels() == ["many0", "many1"]
+    await run_for(tg, clock, 1.05)
+    assert tg.labels() == ["many0", "many1", "newcomer", "many2"]
+    await done([*many, newcomer])
 
 
 async def test_a_newer_edit_of_a_message_replaces_the_one_still_waiting() -> None:
@@ -152,8 +193,7 @@ async def test_a_group_gets_20_messages_a_minute_and_other_chats_go_meanwhile() 
     clock = Clock()
     _, tg = limiter(clock, rate=30)
     group = [tg.call("sendSticker", ANSWER, label=f"group{i}", chat_id=-1001) for i in range(22)]
-    await settle()
-    clock.now += 1.0
+    await run_for(tg, clock, 1.0)
     other = tg.call("sendSticker", ANSWER, label="private", chat_id=42)
     action = tg.call("sendChatAction", FEEDBACK, label="group action", chat_id=-1001)  # not a message
     await settle(lambda: other.done() and action.done())
@@ -225,7 +265,7 @@ async def test_calls_without_a_chat_and_sticker_set_calls_are_not_held() -> None
     ]
     await done(free)
     assert tg.labels() == ["to 1", "getFile", "inline", "pack"]
-    clock.now += 1.0
+    clock.now += 1.2
     await done(busy)
 
 
@@ -237,6 +277,6 @@ async def test_a_cancelled_call_frees_its_message_for_the_next() -> None:
     await settle()
     delete.cancel()
     failure = tg.call("editMessageText", ANSWER, label="failure", chat_id=5, message_id=9)
-    clock.now += 1.0
+    clock.now += 1.2
     await done([failure, *fill])
     assert tg.labels() == ["to 1", "to 2", "failure"]

@@ -208,6 +208,8 @@ class CutoutService:
         self.metrics.photos_received.inc()
         self._keeper.tally(usage.PHOTOS, str(job.user_id))
         self._board.track(job)
+        if not self._scheduler.idle():
+            self._board.will_wait(job)
         if job.batch_id is not None:
             self._batches.join(job)
         self._started_at[job.id] = time.monotonic()

@@ -56,6 +56,7 @@ class _Message:
     last_edit: float = 0.0
     busy: bool = False  # posting it, or an edit on its way
     retired: bool = False  # its photos are answered: a post still on its way is deleted on arrival
+    will_wait: bool = False  # it came while others were in line: it waits, whatever its intake takes
 
     @property
     def job(self) -> JobRecord:
@@ -80,6 +81,8 @@ class _Message:
     def worth_posting(self, now: float) -> bool:
         """Whether its photos wait long enough to need a status message."""
         kinds = {s.kind for s in self.members.values()}
+        if self.will_wait and kinds <= {"received", "queued", "outage"}:
+            return True
         if self.queued_since is not None and now - self.queued_since >= POST_WHEN_QUEUED:
             return True
         return kinds == {"received"} and now - self.since >= POST_WHEN_RECEIVED
@@ -135,6 +138,16 @@ class StatusBoard:
                     message.queued_since = time.monotonic()
             elif not any(s.kind in ("queued", "outage") for s in message.members.values()):
                 message.queued_since = None
+
+    def will_wait(self, job: JobRecord) -> None:
+        """``job`` came while others wait: it gets a status message now (received, then its place)."""
+        message = self._messages.get(self._key(job))
+        if message is not None:
+            message.will_wait = True
+            if message.message_id is None and not message.busy:
+                message.busy = True
+                message.shown = message.wanted
+                self._spawn(self._post_one(message, message.shown))
 
     def has_message(self, job: JobRecord) -> bool:
         """Whether ``job`` has a status message (posted, or on its way)."""
