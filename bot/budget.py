@@ -1,19 +1,29 @@
 """The PicWish QPS budget, shared by every request we send (task creations and polls alike).
 
-``acquire()`` returns when the caller may start one request; no window ever holds more than
-``qps`` starts. ``pause()`` is for a 429: someone else spends the same key, so nobody starts
-anything until the pause is over. ``LocalBudget`` serves one process; ``RedisBudget`` shares
-the budget between every process (and host) that talks to the same Redis.
+An API request goes through it in two steps:
+
+- ``reserve()`` books the request's start and returns once that start is due. Bookings are
+  ``window / qps`` apart, so starts come evenly spread, not ``qps`` at once at each window's edge.
+- ``acquire(reservation)`` takes the start right before the request's bytes leave (the PicWish client
+  calls it once its connection is open). It waits, if need be, for its slot (one gap after the
+  previous start's) and until no ``window`` seconds would hold more than ``qps`` starts, and the start
+  counts from then, not from the booking. ``sent()`` then tells a shared budget that the bytes are out.
+
+Slots lie on an even grid: a waiter that wakes up late does not push back the ones after it, so a
+backlog gets the full rate; the window, counted on the real start times, stays the hard limit.
+
+``pause()`` is for a 429: someone else spends the same key, so nobody books or starts anything until
+the pause is over. ``LocalBudget`` serves one process; ``RedisBudget`` shares the budget between every
+process (and host) that talks to the same Redis.
 
 A ``RedisBudget`` whose Redis does not answer never fails its callers: they wait in line (one
 WARNING when Redis goes, one INFO line when it is back) and the shared budget resumes by itself.
 There is no local fallback: with several processes on one API key, budgets counted apart could
 together exceed the key's QPS.
 
-``reserve()`` is for a scheduler that picks the job only once a start is free (so the fair queue,
-not the budget's waiting line, decides who goes next): it waits like ``acquire()``, and the task
-run in ``handed_over(reservation)`` spends that start on its first ``acquire()``, re-stamped to the
-moment the request really goes out.
+A scheduler that takes a job only once a start is booked for it (so the fair queue, not the budget's
+waiting line, decides who goes next) runs the job in ``handed_over(reservation)``: the job's first
+``reserve()`` returns that booking at once instead of booking another.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import math
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
@@ -35,6 +46,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,9 +54,10 @@ from bot.observability import Metrics
 
 log = logging.getLogger(__name__)
 
-# The server counts arrivals in 1.0 s windows by its own clock; our "start" is taken a little
-# earlier, and request i may be delayed (network, event loop) more than request i+qps. 40 ms of
-# slack absorbs that jitter while keeping 2/(1 + 0.04) = 1.92 >= 0.95 x 2 requests per second.
+# The server counts arrivals in 1.0 s windows by its own clock. A start is taken right before the
+# request's bytes leave, but their way to that clock (network, the server's own scheduling) still
+# varies from request to request: 40 ms of slack absorbs that while keeping 2/(1 + 0.04) = 1.92
+# >= 0.95 x 2 requests per second.
 SAFETY_MARGIN = 0.04
 DEFAULT_WINDOW = 1.0 + SAFETY_MARGIN
 MIN_QPS = 0.1
@@ -67,19 +80,19 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(eq=False)
 class Reservation:
-    """A start granted before its request exists; spent by the first ``acquire()`` it is handed to."""
+    """A booked start: ``acquire(reservation)`` takes it when the request is about to leave."""
 
     budget: QpsBudget
-    member: str
-    spent: bool = False
+    member: str  # names the start in a shared budget
+    spent: bool = False  # handed over, and already returned by the task's first reserve()
 
 
-# The reservation the current task's next acquire() spends (set by handed_over()).
+# The reservation the current task's next reserve() returns (set by handed_over()).
 _HANDED_OVER: ContextVar[Reservation | None] = ContextVar("qps_reservation", default=None)
 
 
 def handed_over(reservation: Reservation) -> Context:
-    """A copy of the current context whose first ``acquire()`` spends ``reservation``.
+    """A copy of the current context whose first ``reserve()`` returns ``reservation`` at once.
 
     Run the task that sends the request in it: ``asyncio.create_task(coro, context=...)``.
     """
@@ -92,16 +105,20 @@ def _take_handed_over(budget: QpsBudget) -> Reservation | None:
     held = _HANDED_OVER.get()
     if held is None or held.spent or held.budget is not budget:
         return None
-    held.spent = True  # only the first request of the task; a retry or a poll waits its turn
+    held.spent = True  # only the first request of the task; a retry or a poll books its own
     return held
 
 
 class QpsBudget(Protocol):
-    async def acquire(self) -> None:
-        """Return when this caller may start one request now."""
-
     async def reserve(self) -> Reservation:
-        """Wait as ``acquire()`` does, for a request that is not built yet (see ``handed_over``)."""
+        """Book the next start and return once it is due (the task's handed-over booking, at once)."""
+
+    async def acquire(self, reservation: Reservation | None = None) -> Reservation:
+        """Return when one request may leave now; its start counts from now. Books one first (as
+        ``reserve()`` does) when no ``reservation`` is given."""
+
+    async def sent(self, reservation: Reservation) -> None:
+        """The request whose start ``reservation`` took has left (a shared budget moves the start to now)."""
 
     async def pause(self, seconds: float) -> None:
         """A 429 came back: nobody starts a request for ``seconds`` from now."""
@@ -114,6 +131,7 @@ def _shape(qps: float, window: float) -> tuple[int, float]:
     """``qps`` starts per ``window`` as (burst, span): at most ``burst`` starts in any ``span`` seconds.
 
     An integer qps gives (qps, window); 0.5 gives (1, 2 x window): one request every two seconds.
+    Starts are ``span / burst`` (= ``window / qps``) apart in either case.
     """
     if not math.isfinite(qps) or qps < MIN_QPS:
         raise ValueError(f"qps must be at least {MIN_QPS}, got {qps!r}")
@@ -124,12 +142,12 @@ def _shape(qps: float, window: float) -> tuple[int, float]:
 
 
 class LocalBudget:
-    """The budget of one process: a sliding log of the last ``burst`` start times.
+    """The budget of one process.
 
-    Waiters are served first come, first served (``asyncio.Lock`` hands over in FIFO order);
-    only the head of the line sleeps, and only until the oldest start leaves the window.
-    A reserved start is re-stamped when it is spent, which is safe while it is still in the
-    window: every start granted since then counted it.
+    Bookings wait in one line and starts in another, each first come, first served (``asyncio.Lock``
+    hands over in FIFO order); only the head of a line sleeps. Each waits for its slot on an even grid
+    (the previous slot + the gap, or now when the line was idle), so a waiter that wakes up late does
+    not push back the ones after it.
     """
 
     def __init__(
@@ -144,52 +162,61 @@ class LocalBudget:
         self.qps = qps
         self._metrics = metrics or Metrics()
         self._burst, self._span = _shape(qps, window)
+        self._gap = self._span / self._burst
         self._clock = clock
         self._sleep = sleep
-        self._starts: dict[str, float] = {}  # the starts still in the window, by member
-        self._members = itertools.count()
+        self._starts: deque[float] = deque()  # the starts still in the window, oldest first
+        self._next_booking = -math.inf
+        self._next_start = -math.inf
         self._paused_until = -math.inf
-        self._line = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        held = _take_handed_over(self)
-        if held is not None and self._restamp(held.member, self._clock()):
-            return
-        await self._grant(str(next(self._members)))
+        self._booking_line = asyncio.Lock()
+        self._start_line = asyncio.Lock()
+        self._members = itertools.count()
 
     async def reserve(self) -> Reservation:
-        member = str(next(self._members))
-        await self._grant(member)
-        return Reservation(self, member)
-
-    async def _grant(self, member: str) -> None:
-        async with self._line:
+        held = _take_handed_over(self)
+        if held is not None:
+            return held
+        async with self._booking_line:
+            slot = max(self._next_booking, self._clock())
             while True:
-                wait = self._wait(self._clock(), member)
+                slot = max(slot, self._paused_until)
+                wait = slot - self._clock()
                 if wait <= 0:
-                    self._metrics.budget_starts.inc()
-                    return
+                    break
                 await self._sleep(wait)
+            self._next_booking = slot + self._gap
+        return Reservation(self, str(next(self._members)))
 
-    def _wait(self, now: float, member: str) -> float:
-        """Seconds until a start is allowed, or 0 after recording ``member``'s start at ``now``."""
-        for old in [m for m, at in self._starts.items() if at <= now - self._span]:
-            del self._starts[old]
-        wait = self._paused_until - now
-        if len(self._starts) >= self._burst:
-            wait = max(wait, min(self._starts.values()) + self._span - now)
-        if wait > 0:
-            return wait
-        self._starts[member] = now
-        return 0.0
+    async def acquire(self, reservation: Reservation | None = None) -> Reservation:
+        if reservation is None:
+            reservation = await self.reserve()
+        async with self._start_line:
+            slot = max(self._next_start, self._clock())
+            while True:
+                now = self._clock()
+                slot = max(slot, self._paused_until)
+                wait = max(slot, self._window_frees(now)) - now
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+            # Nothing is awaited between reading the clock and here, and the caller writes the request
+            # right after: this start is when the request leaves, so sent() has nothing to add.
+            self._starts.append(now)
+            self._next_start = slot + self._gap
+        self._metrics.budget_starts.inc()
+        return reservation
 
-    def _restamp(self, member: str, now: float) -> bool:
-        """Move a reserved start to ``now``; False if it left the window or a pause began meanwhile."""
-        at = self._starts.get(member)
-        if at is None or at <= now - self._span or now < self._paused_until:
-            return False
-        self._starts[member] = now
-        return True
+    def _window_frees(self, now: float) -> float:
+        """When one more start fits: never more than ``burst`` starts in any ``span`` seconds."""
+        while self._starts and self._starts[0] <= now - self._span:
+            self._starts.popleft()
+        if len(self._starts) < self._burst:
+            return now
+        return self._starts[-self._burst] + self._span
+
+    async def sent(self, reservation: Reservation) -> None:
+        return None
 
     async def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
@@ -198,68 +225,102 @@ class LocalBudget:
         return None
 
 
-# KEYS[1]: sorted set of start times (µs, Redis clock); KEYS[2]: "paused until" (µs, Redis clock).
-# ARGV: burst, span in µs, a member unique to this start. Returns 0 (granted) or the ms to wait.
-_ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local burst = tonumber(ARGV[1])
-local span = tonumber(ARGV[2])
-local wait = 0
+# Times are µs: on the Redis server's clock, or on the clock a test passes as ARGV[1] (else '').
+_NOW_LUA = """
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"""
+
+# The booking and start scripts take the slot the caller claimed on an earlier call (-1: none yet)
+# and return {µs to wait (0: go), that slot}. A slot is claimed on the even grid (the last slot + the
+# gap, or now if that has passed), and claimed again after a pause that began meanwhile.
+
+# KEYS[1]: the next booking's slot, KEYS[2]: "paused until". ARGV[2..]: the gap, the claimed slot.
+_BOOK_LUA = (
+    _NOW_LUA
+    + """
+local gap = tonumber(ARGV[2])
+local slot = tonumber(ARGV[3])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then
-  wait = paused - now
+if slot < 0 or slot < paused then
+  slot = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now, paused)
+  redis.call('SET', KEYS[1], slot + gap, 'PX', math.ceil((slot + gap - now) / 1000) + 1000)
 end
+return {math.max(0, slot - now), slot}
+"""
+)
+
+# KEYS[1]: sorted set of the starts, KEYS[2]: "paused until", KEYS[3]: the next start's slot.
+# ARGV[2..]: burst, span, gap, the start's member, the claimed slot. Records the start at now if it goes.
+_START_LUA = (
+    _NOW_LUA
+    + """
+local burst = tonumber(ARGV[2])
+local span = tonumber(ARGV[3])
+local gap = tonumber(ARGV[4])
+local slot = tonumber(ARGV[6])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if slot < 0 or slot < paused then
+  slot = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), now, paused)
+  redis.call('SET', KEYS[3], slot + gap, 'PX', math.ceil((slot + gap - now) / 1000) + 1000)
+end
+local due = slot
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
-if redis.call('ZCARD', KEYS[1]) >= burst then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  wait = math.max(wait, tonumber(oldest[2]) + span - now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= burst then
+  local blocking = redis.call('ZRANGE', KEYS[1], n - burst, n - burst, 'WITHSCORES')
+  due = math.max(due, tonumber(blocking[2]) + span)
 end
-if wait > 0 then
-  return math.max(1, math.ceil(wait / 1000))
+if due > now then
+  return {due - now, slot}
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[5])
 redis.call('PEXPIRE', KEYS[1], math.ceil(span / 1000) + 1000)
+return {0, slot}
+"""
+)
+
+# KEYS[1]: the starts. ARGV[2..]: span, the start's member. Moves the start to now (never earlier);
+# one that already left the window comes back, since its request has only just left.
+_SENT_LUA = (
+    _NOW_LUA
+    + """
+local at = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if not at or tonumber(at) < now then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) / 1000) + 1000)
+end
 return 0
 """
+)
 
-# KEYS as for _ACQUIRE_LUA. ARGV: span in µs, the member of a reserved start. Moves that start to now
-# and returns 1; returns 0 if it has left the window or a pause is on (the caller then acquires).
-_RESTAMP_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local span = tonumber(ARGV[1])
-local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then
-  return 0
-end
-local at = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not at or tonumber(at) <= now - span then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-return 1
-"""
-
-# KEYS[1]: "paused until" (µs, Redis clock). ARGV[1]: the pause in µs. Only ever extends a pause.
-_PAUSE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pause = tonumber(ARGV[1])
+# KEYS[1]: "paused until". ARGV[2]: the pause. Only ever extends a pause.
+_PAUSE_LUA = (
+    _NOW_LUA
+    + """
+local pause = tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if now + pause > current then
   redis.call('SET', KEYS[1], now + pause, 'PX', math.ceil(pause / 1000) + 1000)
 end
 return 0
 """
+)
 
 
 class RedisBudget:
     """The budget shared by every process using the same Redis and ``key``.
 
-    A Lua script decides atomically on the Redis server's clock, so processes on hosts whose
-    clocks disagree still share one window. ``key`` must not contain the API key itself
-    (``make_budget`` derives it from a hash).
+    Lua scripts decide atomically on the Redis server's clock, so processes on hosts whose clocks
+    disagree still share one grid and one window (a test may pass its own ``clock`` instead). A start
+    is recorded when Redis grants it, a moment before the request leaves (the answer still has to
+    come back), so ``sent()`` moves it to when the bytes are out. ``key`` must not contain the API key
+    itself (``make_budget`` derives it from a hash).
     """
 
     def __init__(
@@ -269,29 +330,38 @@ class RedisBudget:
         qps: float,
         *,
         window: float = DEFAULT_WINDOW,
+        clock: Clock | None = None,
+        sleep: Sleep = asyncio.sleep,
         metrics: Metrics | None = None,
     ) -> None:
         self.qps = qps
         self._metrics = metrics or Metrics()
+        self._clock = clock
+        self._sleep = sleep
         burst, span = _shape(qps, window)
         self._burst = burst
         self._span_us = math.ceil(span * 1_000_000)
+        self._gap_us = math.ceil(self._span_us / burst)
         self._starts_key = key
         self._paused_key = f"{key}:paused"
+        self._booked_key = f"{key}:booked"
+        self._next_start_key = f"{key}:next"
         self.url = redacted_url(redis_url)  # for log lines: never the password
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             redis_url,
             socket_connect_timeout=REDIS_TIMEOUT,
             socket_timeout=REDIS_TIMEOUT,
             # One immediate retry on a fresh connection absorbs a pooled one a restarted Redis closed;
-            # anything longer is waited out by _grant, with its own backoff.
+            # anything longer is waited out by _ask, with its own backoff.
             retry=Retry(NoBackoff(), 1),
         )
-        self._acquire_script = self._redis.register_script(_ACQUIRE_LUA)
-        self._restamp_script = self._redis.register_script(_RESTAMP_LUA)
+        self._book_script = self._redis.register_script(_BOOK_LUA)
+        self._start_script = self._redis.register_script(_START_LUA)
+        self._sent_script = self._redis.register_script(_SENT_LUA)
         self._pause_script = self._redis.register_script(_PAUSE_LUA)
-        # Waiters of this process ask Redis one at a time, in arrival order.
-        self._line = asyncio.Lock()
+        # Waiters of this process ask Redis one at a time, in arrival order (bookings, then starts).
+        self._booking_line = asyncio.Lock()
+        self._start_line = asyncio.Lock()
         self.unreachable = False  # Redis did not answer the last time it was asked
 
     async def check(self) -> bool:
@@ -313,57 +383,62 @@ class RedisBudget:
         self._answered()
         return True
 
-    async def acquire(self) -> None:
-        held = _take_handed_over(self)
-        if held is not None and await self._restamp(held.member):
-            return
-        await self._grant(uuid.uuid4().hex)
-
     async def reserve(self) -> Reservation:
-        member = uuid.uuid4().hex
-        await self._grant(member)
-        return Reservation(self, member)
+        held = _take_handed_over(self)
+        if held is not None:
+            return held
+        async with self._booking_line:
+            await self._ask(self._book_script, [self._booked_key, self._paused_key], [self._gap_us])
+        return Reservation(self, uuid.uuid4().hex)
 
-    async def _restamp(self, member: str) -> bool:
-        """Spend a reserved start now; False (the caller then waits for a new one) if Redis says no or
-        does not answer."""
-        keys = [self._starts_key, self._paused_key]
-        try:
-            restamped = int(await self._restamp_script(keys=keys, args=[self._span_us, member])) == 1
-        except REDIS_UNREACHABLE as exc:
-            self._went_unreachable(exc)
-            return False
-        self._answered()
-        return restamped
+    async def acquire(self, reservation: Reservation | None = None) -> Reservation:
+        if reservation is None:
+            reservation = await self.reserve()
+        keys = [self._starts_key, self._paused_key, self._next_start_key]
+        args: list[int | str] = [self._burst, self._span_us, self._gap_us, reservation.member]
+        async with self._start_line:
+            await self._ask(self._start_script, keys, args)
+        self._metrics.budget_starts.inc()
+        return reservation
 
-    async def _grant(self, member: str) -> None:
-        async with self._line:
+    async def _ask(self, script: AsyncScript, keys: list[str], args: list[int | str]) -> None:
+        """Run a booking or start script until it says go, waiting as long as it says in between."""
+        retry = REDIS_RETRY_FIRST
+        slot = -1  # none claimed yet
+        while True:
+            try:
+                answer = await script(keys=keys, args=[self._now(), *args, slot])
+                wait_us, slot = (int(value) for value in answer)
+            except REDIS_UNREACHABLE as exc:
+                # Wait for Redis rather than count alone: other processes may spend the same key.
+                self._went_unreachable(exc)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, REDIS_RETRY_MAX)
+                continue
+            self._answered()
             retry = REDIS_RETRY_FIRST
-            while True:
-                try:
-                    wait_ms = int(
-                        await self._acquire_script(
-                            keys=[self._starts_key, self._paused_key], args=[self._burst, self._span_us, member]
-                        )
-                    )
-                except REDIS_UNREACHABLE as exc:
-                    # Wait for Redis rather than count alone: other processes may spend the same key.
-                    self._went_unreachable(exc)
-                    await asyncio.sleep(retry)
-                    retry = min(retry * 2, REDIS_RETRY_MAX)
-                    continue
-                self._answered()
-                retry = REDIS_RETRY_FIRST
-                if wait_ms <= 0:
-                    self._metrics.budget_starts.inc()
-                    return
-                await asyncio.sleep(min(wait_ms / 1000, MAX_REDIS_SLEEP))
+            if wait_us <= 0:
+                return
+            await self._sleep(min(wait_us / 1_000_000, MAX_REDIS_SLEEP))
+
+    def _now(self) -> str:
+        """The scripts' ARGV[1]: '' for the Redis server's clock, else the injected clock in µs."""
+        return "" if self._clock is None else str(round(self._clock() * 1_000_000))
+
+    async def sent(self, reservation: Reservation) -> None:
+        try:
+            args: list[int | str] = [self._now(), self._span_us, reservation.member]
+            await self._sent_script(keys=[self._starts_key], args=args)
+        except REDIS_UNREACHABLE as exc:  # the start stays where acquire() put it, a moment early
+            log.debug("could not move a start to its send time: Redis unreachable (%s)", type(exc).__name__)
 
     async def pause(self, seconds: float) -> None:
         if seconds <= 0:
             return
         try:
-            await self._pause_script(keys=[self._paused_key], args=[math.ceil(seconds * 1_000_000)])
+            await self._pause_script(
+                keys=[self._paused_key], args=[self._now(), math.ceil(seconds * 1_000_000)]
+            )
         except REDIS_UNREACHABLE as exc:  # the caller's retry meets the 429 again if it still holds
             log.debug("could not pause the shared budget: Redis is unreachable (%s)", type(exc).__name__)
 
@@ -371,7 +446,9 @@ class RedisBudget:
         if not self.unreachable:
             self.unreachable = True
             log.warning(
-                "Redis at %s is unreachable (%s): API requests wait until it answers", self.url, type(exc).__name__
+                "Redis at %s is unreachable (%s): API requests wait until it answers",
+                self.url,
+                type(exc).__name__,
             )
 
     def _answered(self) -> None:

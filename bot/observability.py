@@ -75,7 +75,7 @@ class Metrics:
         )
         self.budget_starts = Counter(
             "cutout_qps_budget_starts_total",
-            "API request starts granted by the QPS budget (a start reserved for a job counts when granted).",
+            "API request starts taken from the QPS budget (counted when the request leaves).",
             registry=r,
         )
         self.queue_depth = Gauge(

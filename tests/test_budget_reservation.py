@@ -71,17 +71,17 @@ async def test_another_budgets_reservation_is_not_spent_here() -> None:
     assert not reservation.spent
 
 
-async def test_redis_reservation_is_restamped_when_spent(redis_url: str) -> None:
+async def test_redis_reservation_counts_as_a_start_only_once_spent(redis_url: str) -> None:
     key = "test:qps:reservation"
-    shared = RedisBudget(redis_url, key, 1)
+    clock = Clock()
+    shared = RedisBudget(redis_url, key, 1, clock=clock, sleep=clock.sleep)
     try:
         reservation = await shared.reserve()
-        reserved_at = await shared._redis.zscore(key, reservation.member)
-        await asyncio.sleep(0.05)
-        await asyncio.wait_for(in_task_of(reservation, shared), timeout=0.5)
-        spent_at = await shared._redis.zscore(key, reservation.member)
-        assert reserved_at is not None and spent_at is not None
-        assert spent_at - reserved_at >= 40_000  # µs: moved to when the request went out
+        assert await shared._redis.zcard(key) == 0, "a booking is not a start"
+        clock.now = 0.3  # the job took a moment to build its request
+        await asyncio.wait_for(in_task_of(reservation, shared), timeout=5)
+        assert clock.now == 0.3, "the reserved start was spent without waiting"
+        assert await shared._redis.zscore(key, reservation.member) == 300_000  # µs: when it went out
         assert await shared._redis.zcard(key) == 1, "spending it took no second start"
     finally:
         await shared.close()

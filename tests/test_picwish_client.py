@@ -7,7 +7,7 @@ import email.parser
 import email.policy
 import logging
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,6 +17,10 @@ from bot import errors
 from bot.backends import picwish
 from bot.backends.base import CutoutBackend, CutoutRequest
 from bot.backends.picwish import FINAL_STATES, TASK_STATES, TASKS_PATH, PicWishClient, TaskResult
+from bot.budget import LocalBudget, Reservation
+from tests.redis_server import free_port
+from tests.standins.picwish_api import FakePicWish
+from tests.test_budget import FakeClock
 
 KEY = "SECRET-KEY-123"
 BASE = "https://techhk.aoscdn.com"
@@ -101,14 +105,23 @@ class FakeApi:
 
 
 class FakeBudget:
+    """Grants every booking and start at once; records starts and pauses among the API's events."""
+
     def __init__(self, events: list[str]) -> None:
         self.events = events
         self.acquired = 0
         self.pauses: list[float] = []
 
-    async def acquire(self) -> None:
+    async def reserve(self) -> Reservation:
+        return Reservation(self, "booked")
+
+    async def acquire(self, reservation: Reservation | None = None) -> Reservation:
         self.acquired += 1
         self.events.append("acquire")
+        return reservation or Reservation(self, "started")
+
+    async def sent(self, reservation: Reservation) -> None:
+        self.events.append("sent")
 
     async def pause(self, seconds: float) -> None:
         self.pauses.append(seconds)
@@ -337,7 +350,7 @@ async def test_http_status_maps_to_error(
     assert (caught.value.retryable, caught.value.text_key) == (retryable, text_key)
     assert f"HTTP {http}" in str(caught.value) and "nope" in str(caught.value)
     assert api.events_of_requests() == ["create"]  # no retry here: the caller decides
-    assert budget.pauses == ([pytest.approx(1.5)] if http == 429 else [])
+    assert budget.pauses == ([pytest.approx(1.0)] if http == 429 else [])
 
 
 async def test_http_error_with_a_non_json_body_still_maps_by_status(
@@ -349,7 +362,7 @@ async def test_http_error_with_a_non_json_body_still_maps_by_status(
         await client.cutout(photo())
 
 
-@pytest.mark.parametrize(("header", "pause"), [("7", 7.0), ("0.5", 0.5), ("3600", 60.0), ("soon", 1.5)])
+@pytest.mark.parametrize(("header", "pause"), [("7", 7.0), ("0.5", 0.5), ("3600", 60.0), ("soon", 1.0)])
 async def test_429_pauses_the_budget_honouring_retry_after(
     client: PicWishClient, api: FakeApi, budget: FakeBudget, header: str, pause: float
 ) -> None:
@@ -379,7 +392,7 @@ async def test_429_in_the_body_of_an_http_200_pauses_too(
     with pytest.raises(errors.RateLimited):
         await client.cutout(photo())
 
-    assert budget.pauses == [pytest.approx(1.5)]
+    assert budget.pauses == [pytest.approx(1.0)]
 
 
 async def test_429_without_budget_just_raises(make_client: MakeClient, api: FakeApi) -> None:
@@ -387,6 +400,123 @@ async def test_429_without_budget_just_raises(make_client: MakeClient, api: Fake
 
     with pytest.raises(errors.RateLimited):
         await make_client(budget=None).cutout(photo())
+
+
+@pytest.mark.parametrize(("headers", "resumed_at"), [({"Retry-After": "7"}, 7.0), ({}, 1.0)])
+async def test_after_a_429_the_next_request_waits_for_retry_after_or_else_one_second(
+    make_client: MakeClient, api: FakeApi, headers: dict[str, str], resumed_at: float
+) -> None:
+    clock = FakeClock()
+    arrived: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        arrived.append(clock.now)
+        return api.handler(request)
+
+    budget = LocalBudget(2, clock=clock, sleep=clock.sleep)
+    client = make_client(budget=budget, transport=httpx.MockTransport(handler))
+    api.creates.extend([answer(status=429, http=429, headers=headers), done()])
+    api.serve(RESULT_URL, raw(200, PNG))
+
+    with pytest.raises(errors.RateLimited):
+        await client.cutout(photo())
+    assert await client.cutout(photo()) == PNG
+
+    # The refused create, the next create, its download (no API request: no wait).
+    assert arrived == [0.0, pytest.approx(resumed_at), pytest.approx(resumed_at)]
+
+
+# --- the QPS start, taken on the wire ----------------------------------------------------------------
+class WireBudget:
+    """Grants everything at once and records bookings, starts and sends; ``on_start`` runs in acquire()."""
+
+    def __init__(self, on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.events: list[str] = []
+        self._on_start = on_start
+
+    async def reserve(self) -> Reservation:
+        self.events.append("reserve")
+        return Reservation(self, "booked")
+
+    async def acquire(self, reservation: Reservation | None = None) -> Reservation:
+        if self._on_start is not None:
+            await self._on_start()
+        self.events.append("acquire")
+        return reservation or Reservation(self, "started")
+
+    async def sent(self, reservation: Reservation) -> None:
+        self.events.append("sent")
+
+    async def pause(self, seconds: float) -> None:
+        self.events.append(f"pause {seconds}")
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_the_start_is_taken_with_the_connection_open_before_any_byte_leaves() -> None:
+    connected, hung_up = asyncio.Event(), asyncio.Event()
+    received = bytearray()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        received.extend(await reader.read())  # until the client hangs up
+        writer.close()
+        hung_up.set()
+
+    async def refuse_once_connected() -> None:
+        # Times out, failing the test, if the start were taken before the connection was open.
+        await asyncio.wait_for(connected.wait(), timeout=5)
+        raise Refused
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        budget = WireBudget(on_start=refuse_once_connected)
+        async with PicWishClient(KEY, base_url=f"http://127.0.0.1:{port}", budget=budget) as client:
+            with pytest.raises(Refused):
+                await client.create_task(image_file=("a.jpg", PHOTO, "image/jpeg"))
+        await asyncio.wait_for(hung_up.wait(), timeout=5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert bytes(received) == b"", "nothing of the request leaves before its start"
+
+
+async def test_a_request_that_never_connects_spends_no_start() -> None:
+    budget = WireBudget()
+    async with PicWishClient(KEY, base_url=f"http://127.0.0.1:{free_port()}", budget=budget) as client:
+        with pytest.raises(errors.NetworkError):
+            await client.create_task(image_file=("a.jpg", PHOTO, "image/jpeg"))
+    assert budget.events == ["reserve"]
+
+
+async def test_each_api_request_is_booked_started_on_the_wire_and_reported_sent() -> None:
+    budget = WireBudget()
+    with FakePicWish(KEY, qps=100) as api:
+        async with PicWishClient(KEY, base_url=api.url, budget=budget) as client:
+            for _ in range(2):
+                await client.create_task(image_file=("a.jpg", PHOTO, "image/jpeg"), sync=False)
+        kinds = [(r.kind, r.status) for r in api.requests]
+    assert kinds == [("create", 200), ("create", 200)]
+    assert budget.events == ["reserve", "acquire", "sent"] * 2
+
+
+class UntracedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport type, answering without httpcore, so without its trace events."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return httpx.Response(200, json={"status": 200, "message": "success", "data": {"task_id": "t1"}})
+
+
+async def test_a_start_the_transport_never_reported_still_counts(caplog: pytest.LogCaptureFixture) -> None:
+    budget = WireBudget()
+    async with PicWishClient(KEY, base_url=BASE, budget=budget, transport=UntracedTransport()) as client:
+        await client.create_task(image_file=("a.jpg", PHOTO, "image/jpeg"), sync=False)
+    assert budget.events == ["reserve", "acquire"]
+    assert "did not report an API request leaving" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Client for the PicWish Face Cutout API (spec: shared/reference/picwish-face-cutout-api.md).
 
 One ``httpx.AsyncClient`` (one connection pool) lives as long as the client. Every API request
-(create, query) waits for the QPS budget right before it is sent; result downloads are not API
+(create, query) books a start in the QPS budget before it takes a connection, and takes that start
+once the connection is open, right before its first byte leaves; result downloads are not API
 requests and don't. Failures become :mod:`bot.errors`; their texts are built from HTTP status, the
 body's ``status``, ``message`` and ``data.state`` only, never from headers, URLs or the request,
 so the API key cannot leak through an exception or a log line.
@@ -28,7 +29,7 @@ from bot.backends.base import CutoutRequest
 from bot.observability import Metrics
 
 if TYPE_CHECKING:
-    from bot.budget import QpsBudget
+    from bot.budget import QpsBudget, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ _SYNC_CREATE_READ_TIMEOUT = 190.0  # a sync create may be held for up to 180 s o
 _DOWNLOAD_TOTAL_TIMEOUT = 120.0  # a bound on the whole download, not just on each read
 _MAX_REDIRECTS = 3
 
-_RATE_LIMIT_PAUSE = 1.5  # the default QPS is 2, so a short pause lets the window pass
+# The API counts requests per second: a second after a 429, the window that refused it has passed.
+_RATE_LIMIT_PAUSE = 1.0
 _MAX_RATE_LIMIT_PAUSE = 60.0
 _MESSAGE_CHARS = 200
 # Consecutive transient query failures a poll loop rides out: giving up would throw away a paid task.
@@ -55,6 +57,10 @@ _TRANSIENT: tuple[type[errors.ApiError], ...] = (
     errors.MalformedResponse,
 )
 _EXPIRED_STATUSES = frozenset({403, 404, 410})
+# httpcore's trace events around writing a request's headers: the connection is open by then, and the
+# bytes leave right after "started" returns, with nothing awaited in between.
+_HEADERS_STARTED = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
+_HEADERS_SENT = frozenset({"http11.send_request_headers.complete", "http2.send_request_headers.complete"})
 
 # data.state < 0 -> (text key, worth retrying). These codes are PicWish's: they never leave this module.
 TASK_STATES: dict[int, tuple[str, bool]] = {
@@ -127,13 +133,18 @@ class PicWishClient:
         self._timeout = timeout or _DEFAULT_TIMEOUT
         self._sync_create_timeout = _with_read_at_least(self._timeout, _SYNC_CREATE_READ_TIMEOUT)
         self._api_origin = _origin(httpx.URL(base_url))
+        # httpx's own transport (httpcore) reports when a request is written; another one (a test's
+        # MockTransport) does not, so the start is taken just before the request is handed to it.
+        self._on_the_wire = transport is None or isinstance(transport, httpx.AsyncHTTPTransport)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={_API_KEY_HEADER: api_key},
             timeout=self._timeout,
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max(100, 2 * connections), max_keepalive_connections=max(20, connections)),
+            limits=httpx.Limits(
+                max_connections=max(100, 2 * connections), max_keepalive_connections=max(20, connections)
+            ),
         )
 
     def __repr__(self) -> str:
@@ -156,7 +167,9 @@ class PicWishClient:
         before a restart (``resume_task``) is waited for instead, while the API still has it."""
         if request.resume_task is not None:
             try:
-                return await self._fetch_result(await self.wait_for_task(await self.query_task(request.resume_task)))
+                return await self._fetch_result(
+                    await self.wait_for_task(await self.query_task(request.resume_task))
+                )
             except (errors.NotFound, errors.ResultExpired):
                 log.debug("task_id=%s is gone; making the cutout again", request.resume_task)
         if request.prefer_async:
@@ -297,15 +310,26 @@ class PicWishClient:
         return await self.download(_result_url(fresh))
 
     async def _send_api(self, request: httpx.Request, what: str) -> httpx.Response:
+        wire: _StartOnTheWire | None = None
         if self._budget is not None:
-            await self._budget.acquire()
+            # Booked before a connection is taken, so a long wait holds none; the start is taken later.
+            booking = await self._budget.reserve()
+            if self._on_the_wire:
+                wire = _StartOnTheWire(self._budget, booking)
+                request.extensions["trace"] = wire
+            else:
+                await self._budget.acquire(booking)
         started = time.monotonic()
         status = "error"  # no answer: a timeout, a reset, a refused connection
         try:
             response = await self._send(request, what)
             status = str(response.status_code)
+            if wire is not None and wire.left_at is None:
+                await wire.missed()
             return response
         finally:
+            if wire is not None and wire.left_at is not None:
+                started = wire.left_at  # the budget's wait is not the API's time
             self._metrics.api_requests.labels(what, status).inc()
             self._metrics.api_seconds.labels(what).observe(time.monotonic() - started)
 
@@ -364,9 +388,7 @@ class PicWishClient:
             state = 0  # an async create answers with the task id only: the task is queued
         if state < 0:
             log.debug("%s task_id=%s failed with state %d", what, task_id, state)
-            raise task_failed(
-                state, _with_message(f"{what}: task {task_id} failed, state {state}", message)
-            )
+            raise task_failed(state, _with_message(f"{what}: task {task_id} failed, state {state}", message))
         return TaskResult(
             task_id=task_id,
             state=state,
@@ -446,6 +468,32 @@ class PicWishClient:
         if parsed.host and (parsed.scheme == "https" or _origin(parsed) == self._api_origin):
             return parsed
         raise errors.UnsafeResultUrl("download: the result URL is neither https nor on the API host")
+
+
+class _StartOnTheWire:
+    """httpcore's ``trace`` hook for one API request: its QPS start is taken once the connection is
+    open, right before the first byte leaves, so connection set-up and event-loop delays come before
+    the start rather than between the start and the API's count. A request that never got a
+    connection spends no start."""
+
+    def __init__(self, budget: QpsBudget, booking: Reservation) -> None:
+        self._budget = budget
+        self._booking = booking
+        self.left_at: float | None = None
+        self._told_sent = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event in _HEADERS_STARTED and self.left_at is None and info["request"].method != b"CONNECT":
+            await self._budget.acquire(self._booking)
+            self.left_at = time.monotonic()
+        elif event in _HEADERS_SENT and self.left_at is not None and not self._told_sent:
+            self._told_sent = True
+            await self._budget.sent(self._booking)
+
+    async def missed(self) -> None:
+        """An answer came without the hook seeing its request leave: count the start late, not never."""
+        log.warning("the HTTP transport did not report an API request leaving; its QPS start counts late")
+        await self._budget.acquire(self._booking)
 
 
 def _note_task(request: CutoutRequest, task: TaskResult) -> None:
