@@ -314,7 +314,8 @@ def run(args: argparse.Namespace) -> bool:
             bot.cpu_load = bot.cpu_seconds() - bot.cpu_at_load
         for bot in bots:  # every status message posted gives way once its photos are answered
             bot.telegram.wait_for(
-                lambda t: len(t.calls_to("deleteMessage")) >= len(status_posts(t, load_start)), 30
+                lambda t: len(t.calls_to("deleteMessage")) >= len(status_posts(t, load_start)),
+                30 + total / 10,
             )
         calls = [
             c for bot in bots for c in bot.telegram.calls if c.at >= load_start and "chat_id" in c.params

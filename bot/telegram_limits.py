@@ -10,9 +10,9 @@ waits behind status edits and chat actions. Here each call goes in a :class:`Lan
 
 - ``NOTICE``: the first word that a photo waits (its status message). It goes first, within a share
   of the budget, so a late user hears where they stand in seconds however long the line is.
-- ``ANSWER`` (the default): results, failures, replies to commands. It has every slot the others
-  do not take.
-- ``FEEDBACK``: status edits, chat actions, retiring a status message. Only spare slots, within a
+- ``ANSWER`` (the default): results, failures, replies to commands, and the status message giving
+  way to them. It has every slot the others do not take.
+- ``FEEDBACK``: status edits and chat actions. Only spare slots, within a
   share of the budget. A newer edit of a message replaces one still waiting (only the latest text
   is sent), and a chat action that waited past its use is dropped unsent.
 

@@ -19,7 +19,7 @@ from bot.imaging import PROP_DPI
 from bot.pipeline.contracts import PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
 from bot.storage import JobRecord
-from bot.telegram_limits import FEEDBACK, NOTICE, Lane, Pace, retry_after_seconds
+from bot.telegram_limits import ANSWER, FEEDBACK, NOTICE, Lane, Pace, retry_after_seconds
 from bot.texts import text
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ class TelegramMessenger:
         if job.status_message_id is None:
             return
         try:
-            await self.bot.delete_message(job.chat_id, job.status_message_id, rate_limit_args=FEEDBACK)
+            await self.bot.delete_message(job.chat_id, job.status_message_id, rate_limit_args=ANSWER)
         except (BadRequest, Forbidden, NetworkError) as exc:
             log.debug("could not delete status message: %s", type(exc).__name__)
 

@@ -165,10 +165,13 @@ async def test_a_status_message_from_before_a_restart_is_kept() -> None:
     assert chat.posted == [] and chat.shown == [("a", Status("queued", 2))]
 
 
-async def test_a_photo_that_came_while_others_wait_gets_a_status_message_at_once() -> None:
+async def test_a_photo_that_came_while_others_wait_shows_its_place_as_soon_as_it_is_in_line() -> None:
     statuses, chat = board()
     late = job("late")
     statuses.track(late)
-    statuses.will_wait(late)  # still being fetched, but others are in line: it will wait
+    statuses.will_wait(late)  # others are in line: it will wait
     await chat.settled()
-    assert chat.posted == [("late", Status("received"))]
+    assert chat.posted == []  # still being fetched: its place is not known yet
+    statuses.want(late, "queued", 37)
+    await chat.settled()
+    assert chat.posted == [("late", Status("queued", 37))]

@@ -81,7 +81,7 @@ class _Message:
     def worth_posting(self, now: float) -> bool:
         """Whether its photos wait long enough to need a status message."""
         kinds = {s.kind for s in self.members.values()}
-        if self.will_wait and kinds <= {"received", "queued", "outage"}:
+        if self.will_wait and kinds & {"queued", "outage"}:
             return True
         if self.queued_since is not None and now - self.queued_since >= POST_WHEN_QUEUED:
             return True
@@ -136,18 +136,17 @@ class StatusBoard:
             if kind in ("queued", "outage"):
                 if message.queued_since is None:
                     message.queued_since = time.monotonic()
+                if message.will_wait and message.message_id is None and not message.busy:
+                    self._post_now(message)
             elif not any(s.kind in ("queued", "outage") for s in message.members.values()):
                 message.queued_since = None
 
     def will_wait(self, job: JobRecord) -> None:
-        """``job`` came while others wait: it gets a status message now (received, then its place)."""
+        """``job`` came while others wait: it gets a status message saying its place as soon as it is in
+        line (or saying it was received, if fetching it takes a while)."""
         message = self._messages.get(self._key(job))
         if message is not None:
             message.will_wait = True
-            if message.message_id is None and not message.busy:
-                message.busy = True
-                message.shown = message.wanted
-                self._spawn(self._post_one(message, message.shown))
 
     def has_message(self, job: JobRecord) -> bool:
         """Whether ``job`` has a status message (posted, or on its way)."""
@@ -194,9 +193,7 @@ class StatusBoard:
             wanted = message.wanted
             if message.message_id is None:
                 if message.worth_posting(now):
-                    message.busy = True
-                    message.shown = wanted
-                    self._spawn(self._post_one(message, wanted))
+                    self._post_now(message)
                 continue
             if wanted == message.shown or now - message.last_edit < edit_interval(message.job, wanted):
                 continue
@@ -206,6 +203,11 @@ class StatusBoard:
             edits += 1
             if edits >= EDITS_PER_TICK:
                 break
+
+    def _post_now(self, message: _Message) -> None:
+        message.busy = True
+        message.shown = message.wanted
+        self._spawn(self._post_one(message, message.shown))
 
     async def _post_one(self, message: _Message, status: Status) -> None:
         try:
