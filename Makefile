@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/load.py && $(BIN)/python bench/cpu.py
+	$(BIN)/python bench/load.py && $(BIN)/python bench/cpu.py && $(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

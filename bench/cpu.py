@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/cpu.py        # also run by `make bench`
 
-For a new photo the bot makes three imaging calls (bot/pipeline/service.py): ``prepare_upload`` on
-the user's file, ``result_size`` on the API's answer, and ``render_sticker`` on that answer (the 512 px
-WEBP sticker and PNG). This times the three together, in CPU time (``time.process_time``: user +
-system, every thread of the process), not wall time, so a shared machine skews it less. Each case
-runs in a fresh interpreter that holds only its inputs and first handles every input once, as a
-running bot would have; then the median round is judged (the fastest is printed too).
+For a new photo the bot makes three imaging calls (bot/pipeline/service.py and maker.py):
+``prepare_upload`` on the user's file, ``result_size`` on the API's answer, and ``render_sticker``
+on that answer (the 512 px WEBP sticker and PNG). This times the three together, in CPU time
+(``time.process_time``: user + system, every thread of the process), not wall time, so a shared
+machine skews it less. Each case runs in a fresh interpreter that holds only its inputs and first
+handles every input once, as a running bot would have; then the median round is judged (the fastest
+is printed too).
 
 Inputs, built as the bot receives them:
 

@@ -1,13 +1,15 @@
 """The image pipeline: what we upload to the cutout API, and what we make from its answer.
 
-Pure CPU- and disk-bound functions with no shared state: callers run them in a worker thread
-(``asyncio.to_thread``). Every image failure is one of the errors in ``bot.errors``.
+CPU- and disk-bound functions: callers run them in a worker thread (``asyncio.to_thread``). The one
+state they share is the budget of pixels decoded at once (memory.py), which may make a call wait for
+room. Every image failure is one of the errors in ``bot.errors``.
 
     prepare.py   a user's image -> what goes to the API
     render.py    the API's answer -> sticker and PNG, print-ready prop, photo
     outline.py   the white outline behind a cutout
     archive.py   props -> ZIP parts
     decode.py    reading untrusted image bytes, shared by the above
+    memory.py    the bound on pixels decoded at once; large blocks given back when freed
     png.py       a quick RGBA PNG writer, for the 512 px PNG
 """
 

@@ -19,6 +19,7 @@ from bot.imaging.decode import (
     orientation,
     to_rgb,
 )
+from bot.imaging.memory import decoding
 
 MAX_ASPECT: float = 8.0  # longer side / shorter side; above this there is no head to find
 MIN_SIDE = 128  # px on the long side; below this there is no face to find
@@ -71,31 +72,32 @@ def prepare_upload(raw: bytes) -> PreparedImage:
         return PreparedImage(raw, "image.jpg", "image/jpeg", width, height, digest)
     if target != (width, height) and im.format in ("JPEG", "MPO"):
         im.draft(None, target)  # libjpeg decodes straight at 1/2, 1/4 or 1/8 scale: less time and memory
-    load(im)
-    turn = orientation(im)
+    with decoding(im):  # the decoded pixels and their copies, until the upload is encoded
+        load(im)
+        turn = orientation(im)
 
-    if (
-        im.format in _SENT_AS_IS
-        and im.mode == "RGB"
-        and "transparency" not in im.info
-        and not (im.format == "PNG" and getattr(im, "is_animated", False))
-        and target == (width, height)
-        and turn == 1
-        and len(raw) <= API_MAX_BYTES
-    ):
-        mime, filename = ("image/png", "image.png") if im.format == "PNG" else ("image/jpeg", "image.jpg")
-        return PreparedImage(raw, filename, mime, width, height, digest)
+        if (
+            im.format in _SENT_AS_IS
+            and im.mode == "RGB"
+            and "transparency" not in im.info
+            and not (im.format == "PNG" and getattr(im, "is_animated", False))
+            and target == (width, height)
+            and turn == 1
+            and len(raw) <= API_MAX_BYTES
+        ):
+            mime, filename = ("image/png", "image.png") if im.format == "PNG" else ("image/jpeg", "image.jpg")
+            return PreparedImage(raw, filename, mime, width, height, digest)
 
-    im = to_rgb(im)
-    if im.mode == "RGBA":
-        im = flatten_onto_white(im)
-    if im.size != target:
-        im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if turn in UPRIGHT:  # after the downscale, so the rotation moves as few pixels as possible
-        im = im.transpose(UPRIGHT[turn])
+        im = to_rgb(im)
+        if im.mode == "RGBA":
+            im = flatten_onto_white(im)
+        if im.size != target:
+            im = im.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if turn in UPRIGHT:  # after the downscale, so the rotation moves as few pixels as possible
+            im = im.transpose(UPRIGHT[turn])
 
-    im.info = {}  # strip EXIF, XMP, comments and the (already applied) colour profile
-    data, im = encode_jpeg(im, API_MAX_BYTES, _UPLOAD_QUALITIES)
+        im.info = {}  # strip EXIF, XMP, comments and the (already applied) colour profile
+        data, im = encode_jpeg(im, API_MAX_BYTES, _UPLOAD_QUALITIES)
     return PreparedImage(data, "image.jpg", "image/jpeg", im.width, im.height, digest)
 
 

@@ -23,6 +23,7 @@ from bot.imaging.decode import (
     orientation,
     to_rgb,
 )
+from bot.imaging.memory import decoding
 from bot.imaging.outline import add_outline, outline_width
 from bot.imaging.png import encode_rgba_png
 
@@ -90,21 +91,27 @@ def render_sticker(result: bytes, *, crop: bool = True, outline: bool = False) -
     is scaled so its longer side is 512 px less an even transparent margin, and centred.
     ``outline``: a white ring along the cutout's edge, 3 % of 512 px wide, inside the margin.
     """
-    im = _decode_result(result)
-    if im.mode != "RGBA":
-        im = im.convert("RGBA")
-    box = _visible_box(im) if crop else _whole_if_visible(im)
-    if not outline:
-        sticker = _compose(im, box, STICKER_PADDING)
-    else:
-        width = outline_width(STICKER_SIDE)
-        sticker = add_outline(_compose(im, box, max(STICKER_PADDING, width + OUTLINE_CLEARANCE)), width)
+    sticker = _sticker_picture(result, crop=crop, outline=outline)
     return RenderedCutout(
         sticker_webp=_encode_sticker_webp(sticker),
         png=_encode_sticker_png(sticker),
         width=sticker.width,
         height=sticker.height,
     )
+
+
+def _sticker_picture(result: bytes, *, crop: bool, outline: bool) -> Image.Image:
+    """The 512 px picture; the answer's decoded pixels are held only while it is made."""
+    im = _open_result(result)
+    with decoding(im):
+        im = _upright(im)
+        if im.mode != "RGBA":
+            im = im.convert("RGBA")
+        box = _visible_box(im) if crop else _whole_if_visible(im)
+        if not outline:
+            return _compose(im, box, STICKER_PADDING)
+        width = outline_width(STICKER_SIDE)
+        return add_outline(_compose(im, box, max(STICKER_PADDING, width + OUTLINE_CLEARANCE)), width)
 
 
 def render_prop(
@@ -116,25 +123,27 @@ def render_prop(
     opaque one a JPEG on a white margin. Never upscaled; downscaled only as far as ``max_bytes``
     needs. ``crop`` as for :func:`render_sticker`, but the canvas keeps its size.
     """
-    im = _decode_result(result)
-    opaque = im.mode != "RGBA"
-    if opaque:
-        box: _Box = (0, 0, im.width, im.height)
-    else:
-        box = _visible_box(im) if crop else _whole_if_visible(im)
-    scale = 1.0
-    for _ in range(_PROP_ATTEMPTS):
-        prop = _prop_canvas(im, box, scale, outline=outline and not opaque)
+    im = _open_result(result)
+    with decoding(im):  # the prop is as big as the answer: held until it is encoded
+        im = _upright(im)
+        opaque = im.mode != "RGBA"
         if opaque:
-            data = encode(prop, "JPEG", quality=PROP_JPEG_QUALITY, dpi=(PROP_DPI, PROP_DPI))
+            box: _Box = (0, 0, im.width, im.height)
         else:
-            data = encode(prop, "PNG", compress_level=_PROP_PNG_LEVEL, dpi=(PROP_DPI, PROP_DPI))
-        if len(data) <= max_bytes:
-            return RenderedProp(data, prop.width, prop.height, "jpg" if opaque else "png", scale)
-        # Bytes follow the area: aim a little under the cap, and always shrink a little.
-        scale *= min(0.95, 0.98 * math.sqrt(max_bytes / len(data)))
-        del prop, data  # before the next attempt allocates its own
-    raise errors.CutoutError(f"a {im.width}x{im.height} prop does not fit in {max_bytes} bytes")
+            box = _visible_box(im) if crop else _whole_if_visible(im)
+        scale = 1.0
+        for _ in range(_PROP_ATTEMPTS):
+            prop = _prop_canvas(im, box, scale, outline=outline and not opaque)
+            if opaque:
+                data = encode(prop, "JPEG", quality=PROP_JPEG_QUALITY, dpi=(PROP_DPI, PROP_DPI))
+            else:
+                data = encode(prop, "PNG", compress_level=_PROP_PNG_LEVEL, dpi=(PROP_DPI, PROP_DPI))
+            if len(data) <= max_bytes:
+                return RenderedProp(data, prop.width, prop.height, "jpg" if opaque else "png", scale)
+            # Bytes follow the area: aim a little under the cap, and always shrink a little.
+            scale *= min(0.95, 0.98 * math.sqrt(max_bytes / len(data)))
+            del prop, data  # before the next attempt allocates its own
+        raise errors.CutoutError(f"a {im.width}x{im.height} prop does not fit in {max_bytes} bytes")
 
 
 def render_jpg_photo(result: bytes) -> bytes:
@@ -154,16 +163,17 @@ def render_jpg_photo(result: bytes) -> bytes:
         and orientation(im) == 1
     ):
         return result
-    im = _upright(im)
-    if im.mode == "RGBA":
-        im = flatten_onto_white(im)
-    if im.width + im.height > PHOTO_MAX_SIDES:
-        shrink = PHOTO_MAX_SIDES / (im.width + im.height)
-        size = (max(1, math.floor(im.width * shrink)), max(1, math.floor(im.height * shrink)))
-        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    im = _pad_to_aspect(im, PHOTO_MAX_ASPECT)
-    im.info = {}  # no EXIF (its orientation is applied), no profile (converted to sRGB)
-    data, _ = encode_jpeg(im, PHOTO_MAX_BYTES, _PHOTO_QUALITIES)
+    with decoding(im):
+        im = _upright(im)
+        if im.mode == "RGBA":
+            im = flatten_onto_white(im)
+        if im.width + im.height > PHOTO_MAX_SIDES:
+            shrink = PHOTO_MAX_SIDES / (im.width + im.height)
+            size = (max(1, math.floor(im.width * shrink)), max(1, math.floor(im.height * shrink)))
+            im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        im = _pad_to_aspect(im, PHOTO_MAX_ASPECT)
+        im.info = {}  # no EXIF (its orientation is applied), no profile (converted to sRGB)
+        data, _ = encode_jpeg(im, PHOTO_MAX_BYTES, _PHOTO_QUALITIES)
     return data
 
 
@@ -175,12 +185,8 @@ def _open_result(result: bytes) -> Image.Image:
         raise errors.CorruptImage(f"unreadable cutout: {exc.detail}") from exc
 
 
-def _decode_result(result: bytes) -> Image.Image:
-    """The answer's pixels, upright, in sRGB: ``RGBA`` if it has transparency, else ``RGB``."""
-    return _upright(_open_result(result))
-
-
 def _upright(im: Image.Image) -> Image.Image:
+    """The answer's pixels, upright, in sRGB: ``RGBA`` if it has transparency, else ``RGB``."""
     load(im)
     turn = orientation(im)
     im = to_rgb(im)

@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 #: Tells the bot's admins (a text key and the MB free).
 Alert = Callable[[str, int], Awaitable[None]]
+#: Files just written and kept in memory for their first read, up to this many bytes (oldest dropped).
+HAND_OVER_BYTES = 16 << 20
 
 
 class Keeper:
@@ -46,6 +48,7 @@ class Keeper:
         #: Records of what is held in memory (the store may not have them yet), by cache key.
         self.held_results: dict[str, ResultRecord] = {}
         self.held_renders: dict[str, Sticker] = {}
+        self._handed: dict[Path, bytes] = {}  # written, not yet read: see write(hand_over=True)
         self._watch: asyncio.Task[None] | None = None
 
     # --- places -------------------------------------------------------------------------------
@@ -63,6 +66,7 @@ class Keeper:
         return self.props / str(job.chat_id) / f"{job.id}.{extension}"
 
     def forget_upload(self, job: JobRecord) -> None:
+        self._handed.pop(self.incoming_path(job), None)
         self._held.discard(self.incoming_path(job))
         self.incoming_path(job).unlink(missing_ok=True)
 
@@ -81,11 +85,17 @@ class Keeper:
             raise errors.Refused("disk_full") from None
 
     # --- writes and reads ---------------------------------------------------------------------
-    async def write(self, files: dict[Path, bytes]) -> bool:
+    async def write(self, files: dict[Path, bytes], *, hand_over: bool = False) -> bool:
         """Write files off the loop; True if they are on disk, False if the disk is full and they are held
-        in memory until it is not (they are read from there meanwhile)."""
+        in memory until it is not (they are read from there meanwhile).
+
+        ``hand_over``: the caller reads them again soon (a fresh API answer, rendered next); their first
+        :meth:`read` takes these bytes instead of reading the file back.
+        """
         try:
             await asyncio.to_thread(_write_files, files)
+            if hand_over:
+                self._hand_over(files)
             return True
         except OSError as exc:
             if not is_disk_full(exc):
@@ -97,8 +107,16 @@ class Keeper:
 
     async def read(self, path: Path) -> bytes:
         """A file's bytes, held in memory or on disk (a cached file read is marked used: evicted last)."""
+        if (handed := self._handed.pop(path, None)) is not None:
+            return handed  # just written: its mtime already marks it used
         held = self._held.read(path)
         return held if held is not None else await asyncio.to_thread(read_used, path)
+
+    def _hand_over(self, files: dict[Path, bytes]) -> None:
+        self._handed.update(files)
+        size = sum(map(len, self._handed.values()))
+        while size > HAND_OVER_BYTES:  # never read (the job failed, or reads elsewhere): the oldest go
+            size -= len(self._handed.pop(next(iter(self._handed))))
 
     def db(self, write: Callable[[], object]) -> bool:
         """Run one store write; True if done, False if the disk is full and it waits for room (in order)."""

@@ -215,7 +215,7 @@ class CutoutMaker:
         path = self._keeper.result_path(key, extension)
         width, height = await asyncio.to_thread(result_size, result)
         record = ResultRecord(key, str(path), width, height, time.time())
-        held = not await self._keeper.write({path: result})
+        held = not await self._keeper.write({path: result}, hand_over=True)  # rendered next, from memory
         held |= not self._keeper.db(lambda: self.store.add_result(key, str(path), width, height))
         if held:
             self._keeper.held_results[key] = record

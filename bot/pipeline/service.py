@@ -287,7 +287,7 @@ class CutoutService:
             self._keeper.db(partial(self.store.remember_file, job.file_unique_id, options, key))
             if key != known and await maker.cache_answers(job, key):  # the same key was just asked
                 return key
-            await self._keeper.write({self._keeper.incoming_path(job): prepared.data})
+            await self._keeper.write({self._keeper.incoming_path(job): prepared.data}, hand_over=True)
             self._keeper.save(job, file_name=prepared.filename, mime=prepared.mime)
         return None
 
