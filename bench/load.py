@@ -6,8 +6,9 @@
     .venv/bin/python bench/load.py --scenario all        # every row of issue 13: see SCENARIOS
 
 The bot runs as ``python -m bot`` in a child process (bench/_probed_bot.py adds an event-loop lag
-probe), so its peak RSS is its own; both stand-ins run here in their own threads. Every user sends
-their photos as one album (distinct images, so the dedup cache never hides an API call); a few
+probe), so its peak RSS is its own; the Telegram stand-in runs here, the PicWish one in a process of
+its own (bench/_picwish_process.py: it stamps arrivals by its own clock, as the API does). Every
+user sends their photos one by one (distinct images, so the dedup cache never hides an API call); a few
 sync answers come back unfinished so polls share the budget too; once the backlog is long, one more
 user sends a single photo. Figures:
 
@@ -33,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import random
 import re
 import signal
 import subprocess
@@ -51,9 +51,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # so that `python bench/load.py` works from the repo root
 
+from bench._picwish_process import PicWishProcess  # noqa: E402
 from tests.harness import API_KEY, BOT_TOKEN, bot_env, variant_jpeg  # noqa: E402
 from tests.redis_server import find_redis_server, running_redis_server  # noqa: E402
-from tests.standins.picwish_api import FakePicWish, Outcome  # noqa: E402
+from tests.standins.picwish_api import Outcome  # noqa: E402
 from tests.standins.telegram_api import FakeTelegram  # noqa: E402
 
 PROBED_BOT = ROOT / "bench" / "_probed_bot.py"
@@ -252,7 +253,6 @@ def run(args: argparse.Namespace) -> bool:
     count = total + processes + 1  # the load, a warm-up photo per bot, the late one
     print(f"preparing {count} distinct photos ...", flush=True)
     images = iter([variant_jpeg(seed) for seed in range(count)])
-    rng = random.Random(1)
     low, high = args.latency
 
     with ExitStack() as stack:
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> bool:
             folder.mkdir(parents=True, exist_ok=True)
         else:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-load-")))
-        picwish = stack.enter_context(FakePicWish(API_KEY, qps=qps, latency=lambda: rng.uniform(low, high)))
+        picwish = stack.enter_context(PicWishProcess(API_KEY, qps=qps, latency=(low, high)))
         redis_url = stack.enter_context(running_redis_server()) if args.redis else None
         bots: list[Bot] = []
         for index in range(processes):
@@ -412,7 +412,7 @@ def telegram_calls(calls: list[Any], photos: int) -> dict[str, Any]:
     }
 
 
-def _create_of(picwish: FakePicWish, telegram: FakeTelegram, photo: Photo) -> float | None:
+def _create_of(picwish: PicWishProcess, telegram: FakeTelegram, photo: Photo) -> float | None:
     """When the API saw the photo's task created: the create whose upload has its size, if only one has."""
     message = next(
         m

@@ -30,7 +30,7 @@ from bot.backends.base import CutoutBackend
 from bot.backends.picwish import PicWishClient
 from bot.budget import QpsBudget, make_budget
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain import CutoutOptions, JobState, Output, Size
+from bot.domain import CutoutOptions, JobState, Output, Part, Size
 from bot.imaging import INPUT_EXTENSIONS, write_zip_parts
 from bot.logsetup import configure_logging
 from bot.pipeline.contracts import JobSpec, PropFile, SentSticker, Sticker
@@ -142,14 +142,17 @@ class _FileMessenger:
     def _stem(self, job: JobRecord) -> str:
         return self._photos[job.message_id].stem
 
-    def _write(self, name: str, data: bytes | Path) -> None:
-        """Write ``data`` (or copy that file) to ``out/name``; run in a thread."""
+    async def _write(self, job: JobRecord, part: Part, name: str, data: bytes | Path) -> None:
+        """Write ``data`` (or copy that file) to ``out/name``; the job's last part finishes the photo."""
         path = self._out / name
         if isinstance(data, Path):
-            shutil.copyfile(data, path)
+            await asyncio.to_thread(shutil.copyfile, data, path)
         else:
-            path.write_bytes(data)
+            await asyncio.to_thread(path.write_bytes, data)
         self._summary.written.append(path)
+        if part is job.options.parts[-1]:
+            self._summary.done += 1
+            self._advance()
 
     async def post_status(self, job: JobRecord, status: Status) -> int | None:
         return None
@@ -170,21 +173,20 @@ class _FileMessenger:
         return None
 
     async def send_sticker(self, job: JobRecord, sticker: Sticker, known_id: str | None) -> SentSticker | None:
-        await asyncio.to_thread(self._write, f"{self._stem(job)}.webp", sticker.webp)
+        await self._write(job, Part.STICKER, f"{self._stem(job)}.webp", sticker.webp)
         return None
 
     async def send_png(self, job: JobRecord, sticker: Sticker, *, pack_button: bool, offline: bool) -> None:
-        await asyncio.to_thread(self._write, f"{self._stem(job)}.png", sticker.png)
+        await self._write(job, Part.PNG, f"{self._stem(job)}.png", sticker.png)
 
     async def send_jpg(self, job: JobRecord, jpg: bytes, *, offline: bool) -> None:
-        await asyncio.to_thread(self._write, f"{self._stem(job)}.jpg", jpg)
+        await self._write(job, Part.JPG, f"{self._stem(job)}.jpg", jpg)
 
     async def send_prop(self, job: JobRecord, prop: PropFile) -> None:
-        await asyncio.to_thread(self._write, prop.file_name, prop.path)
+        await self._write(job, Part.PROP, prop.file_name, prop.path)
 
     async def finish(self, job: JobRecord) -> None:
-        self._summary.done += 1
-        self._advance()
+        return None  # no status message to retire: a photo is done with its last part (_write)
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None:
         reason = text(error.text_key, brief=True, max_pending=0, per_minute=0, seconds=0, width=0, height=0)

@@ -127,7 +127,7 @@ class TelegramMessenger:
                 raise
 
     def _status_text(self, job: JobRecord, status: Status) -> str:
-        batch = "_batch" if job.batch_id is not None else ""
+        batch = "_batch" if job.batch_id is not None or status.total > 1 else ""  # one message, several photos
         key = {
             "received": f"status_received{batch}",
             "queued": f"status_queued{batch}",
@@ -247,7 +247,8 @@ class TelegramMessenger:
 
     async def fail(self, job: JobRecord, error: errors.CutoutError) -> None:
         message = self._text(job, error.text_key, **self.text_values(error))
-        # A single photo's status message becomes the reason; a batch's is shared, so its photo gets a reply.
+        # A status message of the photo's own becomes the reason; the service hands a shared one (a batch's,
+        # or a user's photos sent one by one) to nobody, so the photo gets a reply.
         if job.status_message_id is not None and job.batch_id is None:
             try:
                 await with_retries(

@@ -18,6 +18,8 @@ from tests.standins.telegram_api import Call, FakeTelegram
 QPS = 2
 IN_LINE = re.compile(r"#(\d+) in line")
 WORKING = "Cutting out"
+DONE = re.compile(r"Done: \d+ of \d+")
+FAILURE = "face"  # the no-face text names what is missing
 STATUS_EDIT_INTERVAL = 2.0  # seconds: the most often one status message may be edited
 
 
@@ -129,8 +131,10 @@ def test_a_single_photo_is_not_stuck_behind_another_users_album(
         for _ in range(album):
             telegram.send_photo(album_user, photos.next())
         # Every photo of the album is in line (or already being cut out) before the other user sends one:
-        # the first (or two) started at once, the others show their place in line.
-        telegram.wait_for_call("sendMessage", count=album - 2, where=to_chat(album_user))
+        # the bot has taken every update, the first photo started at once, and the others wait behind it
+        # (one status message speaks for all of them).
+        telegram.wait_for(lambda t: t.pending_update_count == 0)
+        telegram.wait_for_call("sendMessage", where=to_chat(album_user))
         telegram.send_photo(single_user, photos.next())
         wait_for_results(telegram, {album_user: album, single_user: 1}, timeout=60)
 
@@ -142,7 +146,7 @@ def test_a_single_photo_is_not_stuck_behind_another_users_album(
 
 # --- per-user limits ---------------------------------------------------------------------------------
 def is_status(text: str) -> bool:
-    return "Got it" in text or IN_LINE.search(text) is not None or WORKING in text
+    return "Got " in text or IN_LINE.search(text) is not None or WORKING in text or DONE.search(text) is not None
 
 
 def acknowledged(telegram: FakeTelegram, user: int) -> set[int]:
@@ -208,11 +212,11 @@ def test_the_eleventh_photo_in_a_minute_is_refused_with_when_to_retry(
 def test_status_messages_follow_the_line_then_say_working_then_give_way(
     telegram: FakeTelegram, picwish: FakePicWish, env: dict[str, str]
 ) -> None:
-    users = range(2401, 2404)
+    users = range(2401, 2413)  # the last users wait seconds for their first start: their place moves up
     add_users(telegram, users)
-    picwish.set_latency(3.5)  # long enough for "cutting out" to be shown before the result
+    picwish.set_latency(3.5)  # long enough for "Done: 0 of 2" to be shown before the result
     photos = Photos(400)
-    per_user = 3
+    per_user = 2
     # Sent before the bot starts, they come in one batch and the whole line forms at once. (While
     # photos are still arriving a place can grow: a newcomer's first photo goes before an album's rest.)
     for _ in range(per_user):
@@ -224,10 +228,10 @@ def test_status_messages_follow_the_line_then_say_working_then_give_way(
             lambda t: len(t.calls_to("deleteMessage")) == len(t.calls_to("sendMessage")) > 0, timeout=20
         )
 
-    # The photos the budget started within the first second showed a chat action; the rest waited in line.
-    statuses = [c for c in telegram.calls_to("sendMessage") if IN_LINE.search(c.params["text"])]
-    assert len(users) * per_user - 2 * QPS <= len(statuses) <= len(users) * per_user - QPS
-    assert len(telegram.calls_to("sendMessage")) == len(statuses), "no status message for those not waiting"
+    # Each user's photos waited in line behind the first ones the budget started: one status message
+    # each, which counts them all.
+    statuses = telegram.calls_to("sendMessage")
+    assert sorted(c.decoded["chat_id"] for c in statuses) == list(users), "one status message per user"
     edits = status_edits(telegram)
     moved = worked = 0
     for status in statuses:
@@ -237,18 +241,47 @@ def test_status_messages_follow_the_line_then_say_working_then_give_way(
         positions = [int(m.group(1)) for t in texts if (m := IN_LINE.search(t))]
         assert positions == sorted(positions, reverse=True), texts
         assert len(set(positions)) == len(positions), f"edited only when what it says changes: {texts}"
+        assert all(a != b for a, b in itertools.pairwise(texts)), f"edited only when what it says changes: {texts}"
         moved += len(set(positions)) > 1
-        # "Cutting out" is shown when the chat has room for it: answers in the same chat go first.
-        worked += WORKING in texts[-1]
-        assert all(IN_LINE.search(t) for t in texts[:-1]), texts
-        gaps = [b.at - a.at for a, b in itertools.pairwise(calls[1:])]
+        # "Done: k of 3" is shown when the chat has room for it: answers in the same chat go first.
+        worked += any(f"of {per_user}" in t for t in texts)
+        assert all(f"{per_user} photos" in t or f"of {per_user}" in t for t in texts), texts
+        gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
         assert all(gap >= STATUS_EDIT_INTERVAL for gap in gaps), (texts, gaps)
-    assert moved, "no status message followed its photo up the line"
-    assert worked, "no status message said its photo was being cut out"
+    assert moved, "no status message followed its photos up the line"
+    assert worked, "no status message counted the photos done"
     # The status messages gave way to the results.
     for user in users:
         assert not [m for m in telegram.messages_in(user) if "text" in m]
     assert_within_qps(picwish)
+
+
+def test_photos_a_user_sends_one_by_one_share_one_status_message_and_a_failure_is_its_own_reply(
+    telegram: FakeTelegram, picwish: FakePicWish, tmp_path: Path
+) -> None:
+    user = 2451
+    add_users(telegram, range(user, user + 1))
+    picwish.set_qps(1)  # the second and third photos wait for the first
+    picwish.script(Outcome.slow(0.0), Outcome.state(-14))  # the second has no face the API can find
+    env = bot_env(telegram.url, picwish.url, tmp_path / "data", PICWISH_QPS="1")
+    photos = Photos(450)
+    with BotThread(env):
+        sent = [telegram.send_photo(user, photos.next())["message_id"] for _ in range(3)]
+        wait_for_results(telegram, {user: 2}, timeout=30)
+        telegram.wait_for_call("deleteMessage", where=to_chat(user), timeout=20)
+
+    [status] = [c for c in telegram.calls_to("sendMessage") if to_chat(user)(c) and FAILURE not in c.params["text"]]
+    status_id = status.result["message_id"]
+    texts = [status.params["text"], *(c.params["text"] for c in status_edits(telegram).get((user, status_id), []))]
+    assert all(DONE.search(t) or "3 photos" in t for t in texts), f"it speaks for the three photos: {texts}"
+    assert not [t for t in texts if FAILURE in t], "the shared message is not taken over by one photo's failure"
+    [failure] = [c for c in telegram.calls_to("sendMessage") if FAILURE in c.params["text"]]
+    assert failure.decoded["reply_parameters"]["message_id"] == sent[1], "the failure answers its own photo"
+    answered = sorted(c.decoded["reply_parameters"]["message_id"] for c in results(telegram, user))
+    assert answered == [sent[0], sent[2]]
+    [deleted] = [c for c in telegram.calls_to("deleteMessage") if to_chat(user)(c)]
+    assert deleted.decoded["message_id"] == status_id, "it gave way once the last photo was answered"
+    assert [m["text"] for m in telegram.messages_in(user) if "text" in m] == [failure.params["text"]]
 
 
 # --- another client on the same key ------------------------------------------------------------------

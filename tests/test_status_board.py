@@ -1,5 +1,5 @@
 """What status messages say: none for a photo that starts at once, one per waiting photo, one shared by a
-batch that counts what is done; posted once a photo waits, edited only when what it says changes."""
+batch, or by the photos a user sends one by one, that counts what is done; posted once a photo waits, edited only when what it says changes."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from bot.storage import JobRecord
 
 
 def job(
-    job_id: str, batch: str | None = None, index: int = 0, status_message_id: int | None = None
+    job_id: str,
+    batch: str | None = None,
+    index: int = 0,
+    status_message_id: int | None = None,
+    user: int = 1,
 ) -> JobRecord:
     return JobRecord(
         id=job_id,
-        user_id=1,
+        user_id=user,
         chat_id=1,
         chat_type="private",
         message_id=index,
@@ -64,6 +68,10 @@ class Chat:
         await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=5)
 
 
+def message_of(statuses: StatusBoard, j: JobRecord) -> Any:
+    return statuses._messages[statuses._key(j)]
+
+
 def board() -> tuple[StatusBoard, Chat]:
     chat = Chat()
     return StatusBoard(
@@ -76,7 +84,7 @@ async def test_a_photo_that_starts_at_once_gets_no_status_message() -> None:
     single = job("a")
     statuses.track(single)
     statuses.want(single, "queued", 1)
-    start = statuses._messages["a"].since
+    start = message_of(statuses, single).since
     statuses.want(single, "working")  # picked up at once
     statuses.refresh(start + 10)
     await chat.settled()
@@ -90,7 +98,7 @@ async def test_a_photo_that_waits_in_line_gets_its_place_once_it_has_waited_a_se
     single = job("a")
     statuses.track(single)
     statuses.want(single, "queued", 3)
-    since = statuses._messages["a"].queued_since
+    since = message_of(statuses, single).queued_since
     assert since is not None
     statuses.refresh(since + POST_WHEN_QUEUED / 2)
     assert chat.posted == []
@@ -109,7 +117,7 @@ async def test_a_photo_still_being_fetched_after_two_seconds_gets_a_status_messa
     statuses, chat = board()
     single = job("a")
     statuses.track(single)
-    since = statuses._messages["a"].since
+    since = message_of(statuses, single).since
     statuses.refresh(since + POST_WHEN_RECEIVED - 0.1)
     assert chat.posted == []
     statuses.refresh(since + POST_WHEN_RECEIVED)
@@ -122,7 +130,7 @@ async def test_a_status_message_answered_while_it_was_posted_is_deleted_on_arriv
     single = job("a")
     statuses.track(single)
     statuses.want(single, "queued", 4)
-    since = statuses._messages["a"].queued_since
+    since = message_of(statuses, single).queued_since
     assert since is not None
     statuses.refresh(since + POST_WHEN_QUEUED)
     assert statuses.settle(single) is True  # answered before the post came back
@@ -135,7 +143,7 @@ async def test_a_batch_shares_one_message_that_counts_what_is_done() -> None:
     album = [job(f"j{i}", "album:1:7", i) for i in range(3)]
     for member in album[:2]:
         statuses.track(member)
-    message = statuses._messages["album:1:7"]
+    message = message_of(statuses, album[0])
     assert message.wanted == Status("received", total=2)
     statuses.want(album[1], "queued", 5)
     statuses.refresh(message.since + 5)
@@ -160,7 +168,7 @@ async def test_a_status_message_from_before_a_restart_is_kept() -> None:
     statuses.track(resumed)
     assert statuses.has_message(resumed)
     statuses.want(resumed, "queued", 2)
-    statuses.refresh(statuses._messages["a"].since + 30)
+    statuses.refresh(message_of(statuses, resumed).since + 30)
     await chat.settled()
     assert chat.posted == [] and chat.shown == [("a", Status("queued", 2))]
 
@@ -175,3 +183,44 @@ async def test_a_photo_that_came_while_others_wait_shows_its_place_as_soon_as_it
     statuses.want(late, "queued", 37)
     await chat.settled()
     assert chat.posted == [("late", Status("queued", 37))]
+
+
+async def test_photos_a_user_sends_one_by_one_share_one_message_that_counts() -> None:
+    statuses, chat = board()
+    first, second, third = job("a", index=1), job("b", index=2), job("c", index=3)
+    other_user = job("x", index=4, user=2)
+    for j in (first, second, other_user):
+        statuses.track(j)
+    assert statuses.alone(other_user) and not statuses.alone(first)
+    statuses.want(first, "working")  # started at once
+    statuses.will_wait(second)
+    statuses.want(second, "queued", 4)
+    await chat.settled()
+    assert chat.posted == [("a", Status("progress", done=0, total=2))], "one message, for both photos"
+    assert first.status_message_id == second.status_message_id == 501
+    statuses.track(third)  # a third photo joins the message already posted
+    assert third.status_message_id == 501
+    assert statuses.settle(first) is False
+    statuses.forget(first)
+    message = message_of(statuses, second)
+    assert message.wanted == Status("progress", done=1, total=3)
+    assert statuses.settle(second) is False
+    statuses.forget(second)
+    assert statuses.settle(third) is True, "the last photo retires the shared message"
+    statuses.forget(third)
+    later = job("d", index=5)
+    statuses.track(later)
+    assert statuses.alone(later) and later.status_message_id is None, "a new round gets a message of its own"
+    assert message_of(statuses, other_user) is not message_of(statuses, later), "each user has their own"
+
+
+async def test_a_users_message_speaks_for_one_photo_until_a_second_joins() -> None:
+    statuses, _ = board()
+    first, second = job("a", index=1), job("b", index=2)
+    statuses.track(first)
+    statuses.want(first, "queued", 3)
+    message = message_of(statuses, first)
+    assert message.wanted == Status("queued", 3), "alone, it speaks for one photo"
+    statuses.track(second)
+    statuses.want(second, "queued", 4)
+    assert message.wanted == Status("queued", position=3, total=2)

@@ -373,21 +373,24 @@ class CutoutService:
             text_key = error.text_key
             self._keeper.db(lambda: self.store.remember_failure(cache_key, text_key))
         await self._batches.turn(job)
+        alone = self._board.alone(job)
         retire = self._board.settle(job)
         log.info("job %s failed: %s (%s)", job.id, type(error).__name__, error.text_key)
         self.stats.failed += 1
         self.metrics.photos_failed.labels(error.text_key).inc()
         self._keeper.tally(usage.FAILURES, error.text_key)
+        # Its own status message becomes the reason; one it shares with other photos is not its to take.
+        told = job if alone else replace(job, status_message_id=None)
         try:
-            await self._reaching_chat(job, lambda: self.messenger.fail(job, error))
+            await self._reaching_chat(job, lambda: self.messenger.fail(told, error))
         except asyncio.CancelledError:
             raise  # still open in SQLite: the next start tells them
         except Exception as exc:  # blocked by the user, chat gone, Telegram down past every retry
             log.warning("could not tell the user job %s failed: %s", job.id, type(exc).__name__)
         self._keeper.save(job, state=JobState.FAILED, error=type(error).__name__)
         self._started_at.pop(job.id, None)
-        # A single photo's status message now says what went wrong; a batch's shared one goes.
-        await self._leave(job, retire and job.batch_id is not None)
+        # Its own status message now says what went wrong; a shared one goes with its last photo.
+        await self._leave(job, retire and not alone)
 
     def _cache_hit(self) -> None:
         self.stats.cache_hits += 1

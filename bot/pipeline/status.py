@@ -3,8 +3,9 @@
 A photo that starts at once gets no status message: a chat action says the bot is at work, and the
 answer follows. A status message appears only once a photo waits (in line for a second, or still
 being fetched after two) and changes only when what it says changes, each message at most once per
-interval. A single photo has its own; the photos of a batch (an album, the links of one message)
-share one, which shows how many are done. Posting it is a ``NOTICE`` in Telegram's budget; edits
+interval. The photos of a batch (an album, the links of one message) share one, which shows how many
+are done; so do the photos a user sends one by one in a chat while an earlier one is not answered
+yet (ten photos in a row make one message that counts, not ten that come and go). Posting it is a ``NOTICE`` in Telegram's budget; edits
 are ``FEEDBACK``, sent only with spare capacity, the latest replacing one still waiting (see
 ``bot/telegram_limits.py``), so status messages never crowd out answers.
 """
@@ -45,7 +46,7 @@ RECEIVED = Status("received")
 class _Message:
     """One status message (once posted) and the open jobs it speaks for."""
 
-    batch: bool
+    batch: bool  # an album or a message's links: shared from the start, counted as one
     since: float  # when its first photo arrived
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     members: dict[str, Status] = field(default_factory=dict)
@@ -60,15 +61,18 @@ class _Message:
 
     @property
     def job(self) -> JobRecord:
-        """The job whose chat (and status_message_id) the message's calls use."""
+        """The job whose chat (and status_message_id) the message's calls use: one still waiting if any,
+        so a message posted late replies to a photo it speaks for."""
+        for job_id in self.members:
+            return self.jobs[job_id]
         return next(iter(self.jobs.values()))
 
     @property
     def wanted(self) -> Status:
         statuses = list(self.members.values())
-        if not self.batch:
-            return statuses[0] if statuses else self.shown
         total = len(statuses) + self.finished
+        if not self.batch and total <= 1:  # one photo: what it is at
+            return statuses[0] if statuses else self.shown
         if any(s.kind == "outage" for s in statuses):
             return Status("outage", total=total)
         if self.finished or any(s.kind == "working" for s in statuses):
@@ -89,7 +93,7 @@ class _Message:
 
 
 class StatusBoard:
-    """Every status message in use, keyed by batch id (shared) or job id (a single photo)."""
+    """Every status message in use, keyed by batch, or by chat and user for photos sent one by one."""
 
     def __init__(
         self,
@@ -106,20 +110,26 @@ class StatusBoard:
         self._retire = retire  # deletes one
         self._spawn = spawn
         self._messages: dict[str, _Message] = {}
+        self._keys: dict[str, str] = {}  # job id -> its message's key, while the job is tracked
         #: What a photo waiting in line is shown: ``queued`` (its place), or ``outage`` while the API is down.
         self.line_status = "queued"
 
-    @staticmethod
-    def _key(job: JobRecord) -> str:
-        return job.batch_id or job.id
+    def _key(self, job: JobRecord) -> str:
+        return self._keys.get(job.id) or job.batch_id or job.id
 
     def track(self, job: JobRecord) -> None:
-        """Speak for ``job`` (on its batch's message, shared, or its own) once it waits."""
-        message = self._messages.get(self._key(job))
+        """Speak for ``job`` once it waits: on its batch's message, on the message of its user's photos
+        still open in its chat, or (the first of them) on a message of its own."""
+        if job.batch_id is not None:
+            key = job.batch_id
+        elif job.status_message_id is not None:  # posted before a restart: its photos share it again
+            key = f"message:{job.chat_id}:{job.status_message_id}"
+        else:
+            key = f"user:{job.chat_id}:{job.user_id}"
+        self._keys[job.id] = key
+        message = self._messages.get(key)
         if message is None:
-            message = self._messages[self._key(job)] = _Message(
-                batch=job.batch_id is not None, since=time.monotonic()
-            )
+            message = self._messages[key] = _Message(batch=job.batch_id is not None, since=time.monotonic())
         message.jobs[job.id] = job
         message.members.setdefault(job.id, RECEIVED)
         if message.message_id is None:
@@ -153,6 +163,14 @@ class StatusBoard:
         message = self._messages.get(self._key(job))
         return message is not None and (message.message_id is not None or message.busy)
 
+    def alone(self, job: JobRecord) -> bool:
+        """Whether ``job``'s status message has only ever spoken for ``job`` (so a failure may take it
+        over; a shared one stays with the other photos)."""
+        message = self._messages.get(self._key(job))
+        return (
+            message is not None and not message.batch and message.finished == 0 and list(message.members) == [job.id]
+        )
+
     def settle(self, job: JobRecord) -> bool:
         """``job`` is being answered: stop speaking for it. True when its status message now speaks
         for nobody (the caller retires it). Edits still waiting never land after the answer's:
@@ -168,12 +186,14 @@ class StatusBoard:
         return True
 
     def forget(self, job: JobRecord) -> None:
-        message = self._messages.get(self._key(job))
+        key = self._key(job)
+        self._keys.pop(job.id, None)
+        message = self._messages.get(key)
         if message is not None:
             message.members.pop(job.id, None)
             message.jobs.pop(job.id, None)
             if not message.members:
-                del self._messages[self._key(job)]
+                del self._messages[key]
                 message.retired = True
 
     async def run(self, positions: Callable[[], dict[JobRecord, int]], tick: float = 0.5) -> None:
