@@ -10,15 +10,22 @@ so the benchmark can line the samples up with its own clock.
 
 BENCH_SLOW_CALLBACK_MS=20 also turns on asyncio's debug mode, which logs every callback that held
 the loop longer than that (with its source): slower overall, but it names the culprits.
+
+BENCH_STALL_FILE=/tmp/stalls.txt names them at no cost to the loop: a watchdog thread looks at the
+loop every 10 ms, and while the probe is over BENCH_STALL_MS (50) late it records where the loop
+thread is (the innermost frames); the places are written, counted, at the stop, the most seen first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +38,22 @@ from bot.__main__ import main  # noqa: E402
 INTERVAL = 0.010
 
 
+STALL = float(os.environ.get("BENCH_STALL_MS", "50")) / 1000  # a probe this late: the loop is stalled
+STALL_FRAMES = 8
+
+
 class LagProbe:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.samples: list[tuple[float, float]] = []
         self.task: asyncio.Task[None] | None = None
+        self.awake_at = time.monotonic()  # the probe's last wake-up (read by the watchdog)
 
     async def run(self) -> None:
         while True:
             before = time.monotonic()
             await asyncio.sleep(INTERVAL)
-            now = time.monotonic()
+            now = self.awake_at = time.monotonic()
             self.samples.append((now, now - before - INTERVAL))
 
     def dump(self) -> None:
@@ -50,10 +62,39 @@ class LagProbe:
         tmp.replace(self.path)
 
 
+class StallWatch:
+    """Where the loop thread is while the probe is late: (innermost frames) -> times seen."""
+
+    def __init__(self, path: Path, probe: LagProbe) -> None:
+        self.path = path
+        self.probe = probe
+        self.loop_thread = threading.get_ident()
+        self.seen: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            if time.monotonic() - self.probe.awake_at < STALL + INTERVAL:
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)[-STALL_FRAMES:]
+                self.seen["\n".join(f"  {f.filename}:{f.lineno} {f.name}" for f in stack)] += 1
+
+    def dump(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        lines = [f"{count} x {INTERVAL * 1000:.0f} ms\n{stack}\n" for stack, count in self.seen.most_common()]
+        self.path.write_text("\n".join(lines))
+
+
 def build_with_probe(settings: Any) -> Any:
     app = _build(settings)
     probe = LagProbe(Path(os.environ["BENCH_LAG_FILE"]))
     post_init, post_stop = app.post_init, app.post_stop
+    watch: list[StallWatch] = []
 
     async def started(app: Any) -> None:
         if slow_ms := os.environ.get("BENCH_SLOW_CALLBACK_MS"):
@@ -63,11 +104,15 @@ def build_with_probe(settings: Any) -> Any:
         if post_init is not None:
             await post_init(app)
         probe.task = asyncio.create_task(probe.run(), name="lag-probe")
+        if stall_file := os.environ.get("BENCH_STALL_FILE"):
+            watch.append(StallWatch(Path(stall_file), probe))
 
     async def stopped(app: Any) -> None:
         if probe.task is not None:
             probe.task.cancel()
         probe.dump()
+        for each in watch:
+            each.dump()
         if post_stop is not None:
             await post_stop(app)
 

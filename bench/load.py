@@ -69,7 +69,7 @@ TARGET_CALLS_IDLE = 3.0  # Telegram calls per photo when nobody waits
 TARGET_CALLS_WAITING = 5.0  # ... when photos wait in line
 TARGET_STATUS_S = 3.0  # the late single photo hears where it stands within this long
 TARGET_CPU_MS = 50.0  # bot CPU per photo (bench/latency.py measures it for 1280 px photos)
-STATUS_MARKS = ("Got it", "in line", "Cutting out")
+STATUS_MARKS = ("Got it", "Got them", "in line", "Cutting out", "Done: ")
 #: name: (users, photos each, QPS, API latency range)
 SCENARIOS: dict[str, tuple[int, int, float, tuple[float, float]]] = {
     "qps2": (20, 5, 2, (0.5, 1.5)),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
@@ -40,6 +41,12 @@ class FairQueue(Generic[T]):
         """The next item, waiting for one if the queue is empty."""
         while not self._owner:
             await self._not_empty.wait()
+        return self.pop()
+
+    def pop(self) -> T:
+        """The next item; IndexError if the queue is empty."""
+        if not self._owner:
+            raise IndexError("pop from an empty FairQueue")
         user_id = self._turns.popleft()
         queue = self._queues[user_id]
         item = queue.popleft()
@@ -101,3 +108,41 @@ class FairQueue(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._owner)
+
+
+class FairSlots:
+    """At most ``size`` holders at once, like a semaphore; while all are taken, the waiters are let in
+    user by user in turn (a :class:`FairQueue`), so a burst of one user's photos does not hold back the
+    next user's single one."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self._free = size
+        self._waiting: FairQueue[asyncio.Future[None]] = FairQueue()
+
+    @asynccontextmanager
+    async def slot(self, user_id: int) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.put(user_id, turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if not self._waiting.remove(turn) and turn.done() and not turn.cancelled():
+                    self._release()  # handed the slot just as it was cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            turn = self._waiting.pop()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes straight to the next in turn
+                return
+        self._free += 1

@@ -9,7 +9,8 @@ PTB's ``AIORateLimiter`` serves all of them in one first-in-first-out line, so u
 waits behind status edits and chat actions. Here each call goes in a :class:`Lane`:
 
 - ``NOTICE``: the first word that a photo waits (its status message). It goes first, within a share
-  of the budget, so a late user hears where they stand in seconds however long the line is.
+  of the budget, so a late user hears where they stand in seconds however long the line is; past
+  that share, it takes the slots no answer needs (ahead of ``FEEDBACK``).
 - ``ANSWER`` (the default): results, failures, replies to commands, and the status message giving
   way to them. It has every slot the others do not take.
 - ``FEEDBACK``: status edits and chat actions. Only spare slots, within a
@@ -322,9 +323,11 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
     def _next(self, now: float) -> _Call | None:
         if self._paused_now(None, now) or not self._overall.room(now) or not self._smooth.room(now):
             return self._stale(now)
+        notices_spare = False  # first statuses past their share: they may still take spare slots
         for lane in Lane:
             share = self._shares.get(lane)
             if share is not None and not share.room(now):
+                notices_spare |= lane is Lane.NOTICE
                 continue
             if lane is Lane.NOTICE:
                 if (notice := self._next_notice(now)) is not None:
@@ -333,6 +336,9 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
             for call in itertools.islice(self._lanes[lane], SCAN_LIMIT):
                 if self._may_go(call, now):
                     return call
+            # No answer may go now: a burst of first statuses (many users' photos at once) uses the slot.
+            if lane is Lane.ANSWER and notices_spare and (notice := self._next_notice(now)) is not None:
+                return notice
         return self._stale(now)
 
     def _next_notice(self, now: float) -> _Call | None:

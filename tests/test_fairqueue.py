@@ -1,4 +1,5 @@
-"""The fair queue: users take turns, so a big album cannot starve anyone; positions tell the truth."""
+"""The fair queue: users take turns, so a big album cannot starve anyone; positions tell the truth. Fair
+slots: a semaphore whose waiters are let in user by user in turn."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random
 
 import pytest
 
-from bot.fairqueue import FairQueue
+from bot.fairqueue import FairQueue, FairSlots
 
 
 def active_users(queue: FairQueue[str], users: range) -> int:
@@ -144,3 +145,44 @@ def test_the_same_item_cannot_be_queued_twice() -> None:
     queue.put(1, "job-1")
     with pytest.raises(ValueError):
         queue.put(2, "job-1")
+
+
+async def test_fair_slots_let_a_single_photo_in_before_the_rest_of_a_burst() -> None:
+    slots = FairSlots(2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(user: int, name: str) -> None:
+        async with slots.slot(user):
+            order.append(name)
+            await release.wait()
+
+    burst = [asyncio.create_task(hold(1, f"a{n}")) for n in range(5)]
+    await asyncio.sleep(0)
+    single = asyncio.create_task(hold(2, "b0"))
+    await asyncio.sleep(0)
+    assert order == ["a0", "a1"], "two slots, taken at once"
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*burst, single), timeout=1)
+    assert order == ["a0", "a1", "a2", "b0", "a3", "a4"], "the waiters took turns by user"
+
+
+async def test_fair_slots_lose_no_slot_to_a_cancelled_waiter() -> None:
+    slots = FairSlots(1)
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        async with slots.slot(1):
+            await gate.wait()
+
+    first = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    gate.set()
+    await asyncio.wait_for(first, timeout=1)
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    async with asyncio.timeout(1), slots.slot(2):  # the slot is free again
+        pass

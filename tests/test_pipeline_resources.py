@@ -306,3 +306,29 @@ def test_files_handed_over_but_never_read_are_dropped_oldest_first(
         return [await keeper.read(path) for path in paths]
 
     assert asyncio.run(scenario()) == [b"on disk", b"on disk", b"answer2"]
+
+
+def test_a_finished_jobs_upload_is_deleted_off_the_event_loop(
+    keeper: Keeper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = keeper.new_job(
+        user_id=1, chat_id=1, chat_type="private", message_id=1, file_id="f", file_unique_id="u"
+    )
+    path = keeper.incoming_path(job)
+    deleted_in: list[int] = []
+    unlink = Path.unlink
+
+    def recording_unlink(self: Path, missing_ok: bool = False) -> None:
+        deleted_in.append(threading.get_ident())
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", recording_unlink)
+
+    async def scenario() -> None:
+        await keeper.write({path: b"upload"}, hand_over=True)
+        keeper.forget_upload(job)
+        await keeper.close()  # a stop waits for the deletions under way
+
+    asyncio.run(scenario())
+    assert not path.exists()
+    assert deleted_in and threading.get_ident() not in deleted_in

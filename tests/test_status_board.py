@@ -8,7 +8,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.domain import JobState
-from bot.pipeline.status import POST_WHEN_QUEUED, POST_WHEN_RECEIVED, Status, StatusBoard
+from bot.pipeline.status import (
+    POST_WHEN_QUEUED,
+    POST_WHEN_RECEIVED,
+    POST_WHEN_RECEIVED_BEHIND,
+    Status,
+    StatusBoard,
+)
 from bot.storage import JobRecord
 
 
@@ -224,3 +230,17 @@ async def test_a_users_message_speaks_for_one_photo_until_a_second_joins() -> No
     statuses.track(second)
     statuses.want(second, "queued", 4)
     assert message.wanted == Status("queued", position=3, total=2)
+
+
+async def test_a_photo_that_came_while_others_wait_is_acknowledged_sooner_while_it_is_fetched() -> None:
+    statuses, chat = board()
+    late, alone = job("late", user=1), job("alone", user=2)
+    for j in (late, alone):
+        statuses.track(j)
+    statuses.will_wait(late)  # others are in line, and the bot is still taking in their photos
+    since = message_of(statuses, late).since
+    statuses.refresh(since + POST_WHEN_RECEIVED_BEHIND - 0.1)
+    assert chat.posted == []
+    statuses.refresh(since + POST_WHEN_RECEIVED_BEHIND)
+    await chat.settled()
+    assert chat.posted == [("late", Status("received"))], "only the photo that will wait, and only once"

@@ -126,22 +126,35 @@ async def test_the_first_status_message_goes_ahead_of_answers_within_its_share()
     assert len(tg.sent) == 10  # the second is full
     notices = [tg.call("sendMessage", NOTICE, label=f"notice{i}", chat_id=300 + i) for i in range(3)]
     await run_for(tg, clock, 0.3)  # the window is a second and the 0.1 s a call takes to arrive
-    assert tg.labels()[10:] == ["notice0", "notice1", "answer10", "answer11"]
-    await run_for(tg, clock, 1.05)  # the third waited for the next second's share
-    assert tg.labels()[14:] == ["notice2"]
+    # Two go ahead (their share); the third takes a slot no answer needs.
+    assert tg.labels()[10:] == ["notice0", "notice1", "answer10", "answer11", "notice2"]
+    await done(answers + notices)
+
+
+async def test_first_statuses_past_their_share_wait_while_answers_take_every_slot() -> None:
+    clock = Clock()
+    _, tg = limiter(clock, rate=10)
+    answers = [tg.call("sendSticker", ANSWER, label=f"answer{i}", chat_id=100 + i) for i in range(30)]
+    notices = [tg.call("sendMessage", NOTICE, label=f"notice{i}", chat_id=300 + i) for i in range(5)]
+    await run_until(tg, clock, lambda: len(tg.sent) == 20)
+    # Each second: its two first statuses, then answers in every other slot; none left spare.
+    shown = [label for label in tg.labels() if str(label).startswith("notice")]
+    assert shown == ["notice0", "notice1", "notice2", "notice3"]
+    await run_until(tg, clock, lambda: len(tg.sent) == 35)
     await done(answers + notices)
 
 
 async def test_a_newcomer_hears_where_they_stand_before_a_user_with_many_photos_hears_of_the_next() -> None:
     clock = Clock()
     _, tg = limiter(clock, rate=10)  # first statuses: 2 a second
+    answers = [tg.call("sendSticker", ANSWER, label=f"answer{i}", chat_id=100 + i) for i in range(10)]
+    await settle()  # answers fill the second: the first statuses below wait together
     many = [tg.call("sendMessage", NOTICE, label=f"many{i}", chat_id=1) for i in range(3)]
     newcomer = tg.call("sendMessage", NOTICE, label="newcomer", chat_id=2)
-    await settle()
-    assert tg.labels() == ["many0", "many1"]
-    await run_for(tg, clock, 1.05)
-    assert tg.labels() == ["many0", "many1", "newcomer", "many2"]
-    await done([*many, newcomer])
+    await run_until(tg, clock, lambda: len(tg.sent) == 14)
+    notices = [label for label in tg.labels() if not label.startswith("answer")]
+    assert notices == ["many0", "newcomer", "many1", "many2"]
+    await done([*answers, *many, newcomer])
 
 
 async def test_a_newer_edit_of_a_message_replaces_the_one_still_waiting() -> None:

@@ -14,6 +14,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +51,10 @@ class Keeper:
         self.held_renders: dict[str, Sticker] = {}
         self._handed: dict[Path, bytes] = {}  # written, not yet read: see write(hand_over=True)
         self._watch: asyncio.Task[None] | None = None
+        # An unlink waits for the file system's journal, seconds while much is being written: never
+        # on the event loop, and on a thread of its own so it holds up no imaging worker.
+        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeper-unlink")
+        self._removing: set[asyncio.Future[None]] = set()
 
     # --- places -------------------------------------------------------------------------------
     def incoming_path(self, job: JobRecord) -> Path:
@@ -66,9 +71,13 @@ class Keeper:
         return self.props / str(job.chat_id) / f"{job.id}.{extension}"
 
     def forget_upload(self, job: JobRecord) -> None:
-        self._handed.pop(self.incoming_path(job), None)
-        self._held.discard(self.incoming_path(job))
-        self.incoming_path(job).unlink(missing_ok=True)
+        """The job is finished: its prepared upload goes (the file is deleted in the background)."""
+        path = self.incoming_path(job)
+        self._handed.pop(path, None)
+        self._held.discard(path)
+        removing = asyncio.get_running_loop().run_in_executor(self._remover, _remove, path)
+        self._removing.add(removing)
+        removing.add_done_callback(self._removing.discard)
 
     # --- new photos ---------------------------------------------------------------------------
     def new_job(self, **values: Any) -> JobRecord:
@@ -189,11 +198,13 @@ class Keeper:
         return await asyncio.to_thread(self._held.flush_files, write_file) and self._held.flush_rows()
 
     async def close(self) -> None:
-        """At a stop: a last try at writing what is held."""
+        """At a stop: a last try at writing what is held; the deletions under way are finished."""
         if self._watch is not None:
             self._watch.cancel()
         if self._held and not await self._flush():
             log.error("the disk is still full: %d write(s) held in memory are lost at exit", len(self._held))
+        if self._removing:
+            await asyncio.wait(self._removing)
 
 
 def read_used(path: str | Path) -> bytes:
@@ -201,6 +212,13 @@ def read_used(path: str | Path) -> bytes:
     data = Path(path).read_bytes()
     cache.touch(path)
     return data
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # a leftover upload costs disk space, not the answer
+        log.warning("could not delete %s: %s", path.name, exc)
 
 
 def _write_files(files: dict[Path, bytes]) -> None:

@@ -27,6 +27,7 @@ from bot.admission import UserLimits
 from bot.backends.base import CutoutBackend
 from bot.budget import QpsBudget
 from bot.domain import JobState, Part
+from bot.fairqueue import FairSlots
 from bot.imaging import prepare_upload
 from bot.logsetup import job_context
 from bot.observability import Metrics
@@ -115,7 +116,8 @@ class CutoutService:
             retry=retry or RetryPolicy(),
             messenger=lambda: self.messenger,
         )
-        self._intake_slots = asyncio.Semaphore(intake_concurrency)
+        # Downloads and checks, user by user in turn: a single photo is not held back by another's burst.
+        self._intake_slots = FairSlots(intake_concurrency)
         self._chat_action_every = chat_action_every
         self._batches = Batches()
         self._acted: dict[int, float] = {}  # per chat: when its last chat action went out
@@ -278,7 +280,7 @@ class CutoutService:
         known = self.store.key_for_file(job.file_unique_id, options)
         if known is not None and await maker.cache_answers(job, known):
             return known
-        async with self._intake_slots:
+        async with self._intake_slots.slot(job.user_id):
             raw = await self.messenger.download(job)
             prepared = await asyncio.to_thread(prepare_upload, raw)
             del raw

@@ -26,6 +26,9 @@ EDITS_PER_TICK = 10
 POST_WHEN_QUEUED = 1.0
 #: A photo still being fetched or checked this long gets one too.
 POST_WHEN_RECEIVED = 2.0
+#: ... sooner when others already wait (it will wait too: its user hears of it before 3 s have passed,
+#: even while the bot is still taking in a burst of other photos).
+POST_WHEN_RECEIVED_BEHIND = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ class _Message:
             return True
         if self.queued_since is not None and now - self.queued_since >= POST_WHEN_QUEUED:
             return True
-        return kinds == {"received"} and now - self.since >= POST_WHEN_RECEIVED
+        wait = POST_WHEN_RECEIVED_BEHIND if self.will_wait else POST_WHEN_RECEIVED
+        return kinds == {"received"} and now - self.since >= wait
 
 
 class StatusBoard:
