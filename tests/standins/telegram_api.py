@@ -209,8 +209,9 @@ class Call:
     ``method`` is Telegram's spelling (``sendSticker``) for known methods, the requested one otherwise;
     ``params`` are the values as they came over the wire (form values are strings, nested values JSON
     text); ``decoded`` holds the same with numbers as int, booleans as bool and JSON decoded; ``files``
-    are the uploaded multipart parts by part name; ``at`` is ``time.monotonic()`` on arrival;
-    ``response`` is the JSON body answered, ``None`` while the call is still being served (a long poll).
+    are the uploaded multipart parts by part name; ``at`` is ``time.monotonic()`` on arrival (before the
+    body is read: what rate limits count); ``response`` is the JSON body answered, ``None`` while the
+    call is still being served (a long poll).
     """
 
     method: str
@@ -1264,6 +1265,7 @@ class FakeTelegram:
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _handle_api(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()  # what Telegram's rate limits count: the request, not its upload's end
         if request.match_info["token"] != self.token:
             return _json_response(ApiError(401, "Unauthorized").body())
         requested = request.match_info["method"]
@@ -1277,7 +1279,7 @@ class FakeTelegram:
             values, uploads, early = {}, {}, _bad("can't parse request body")
         decoded = {key: _decode_value(key, value) for key, value in values.items()}
         files = {key: upload.data for key, upload in uploads.items()}
-        call = Call(name or requested, values, files, time.monotonic(), decoded)
+        call = Call(name or requested, values, files, arrived, decoded)
         with self._cond:
             self._calls.append(call)
             self._changed()
