@@ -5,9 +5,10 @@ answer follows. A status message appears only once a photo waits (in line for a 
 being fetched after two) and changes only when what it says changes, each message at most once per
 interval. The photos of a batch (an album, the links of one message) share one, which shows how many
 are done; so do the photos a user sends one by one in a chat while an earlier one is not answered
-yet (ten photos in a row make one message that counts, not ten that come and go). Posting it is a ``NOTICE`` in Telegram's budget; edits
-are ``FEEDBACK``, sent only with spare capacity, the latest replacing one still waiting (see
-``bot/telegram_limits.py``), so status messages never crowd out answers.
+yet (ten photos in a row make one message that counts, not ten that come and go). Posting it is a
+``NOTICE`` in Telegram's budget; edits are ``FEEDBACK``, sent only with spare capacity, the latest
+replacing one still waiting (see ``bot/telegram_limits.py``), so status messages never crowd out
+answers.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class _Message:
 
     @property
     def job(self) -> JobRecord:
-        """The job whose chat (and status_message_id) the message's calls use: one still waiting if any,
-        so a message posted late replies to a photo it speaks for."""
+        """The job whose chat (and status_message_id) the message's calls use: one not answered yet if
+        any, so a message posted late replies to a photo it speaks for."""
         for job_id in self.members:
             return self.jobs[job_id]
         return next(iter(self.jobs.values()))
