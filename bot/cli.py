@@ -166,7 +166,7 @@ class _FileMessenger:
     async def fetch_sticker(self, file_id: str) -> bytes:
         raise LookupError("no chat holds stickers for the command line")  # it never sends any
 
-    async def show_status(self, job: JobRecord, status: Status) -> None:
+    async def show_status(self, job: JobRecord, status: Status, *, urgent: bool = False) -> None:
         return None
 
     async def chat_action(self, job: JobRecord) -> None:

@@ -2,8 +2,10 @@
 
 Telegram allows a bot about 30 messages a second overall, about one a second in one chat (short
 bursts pass) and 20 a minute in a group; past that it answers 429 with ``retry_after``. Every call
-that names a chat counts against the overall rate (as PTB's ``AIORateLimiter`` counts them);
-calls that make or change a message count against their chat's rate too.
+that names a chat counts against the overall rate (as PTB's ``AIORateLimiter`` counts them), from
+its turn until a second after its answer, so calls that reach Telegram late (a busy event loop, a
+slow upload) never crowd into one of its seconds; calls that make or change a message count against
+their chat's rate too.
 
 PTB's ``AIORateLimiter`` serves all of them in one first-in-first-out line, so under load an answer
 waits behind status edits and chat actions. Here each call goes in a :class:`Lane`:
@@ -63,9 +65,6 @@ GROUP_LIMIT, GROUP_PERIOD = 20, 60.0
 #: The shares of the overall rate the status lanes may use at most, whatever the queue's length.
 NOTICE_SHARE = 0.2
 FEEDBACK_SHARE = 0.2
-#: A call reaches Telegram up to about this long after its turn (the event loop, the upload): the
-#: overall window is this much longer than a second, so Telegram never counts more than the rate.
-SEND_DELAY = 0.1
 #: The overall rate is also kept over fifths of a second (at least this many calls each), so a
 #: second's calls do not leave at once and reach Telegram bunched with the next second's.
 SMOOTH_PERIOD, SMOOTH_MIN_BURST = 0.2, 5
@@ -131,6 +130,42 @@ class _Window:
         return not self._times or self._times[-1] <= now - self.period
 
 
+class _Sent:
+    """At most ``limit`` calls in any ``period`` seconds as Telegram counts them, whenever they reach it.
+
+    A call holds its place from its turn until ``period`` seconds after its answer came back: it
+    reached Telegram somewhere between the two, however long the event loop or its upload delayed
+    it, so no ``period`` seconds at Telegram can hold more than ``limit`` of them.
+    """
+
+    __slots__ = ("_answered", "_sending", "limit", "period")
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = max(1, limit)
+        self.period = period
+        self._sending = 0
+        self._answered: deque[float] = deque()
+
+    def room(self, now: float) -> bool:
+        answered = self._answered
+        while answered and answered[0] <= now - self.period:
+            answered.popleft()
+        return self._sending + len(answered) < self.limit
+
+    def free_at(self, now: float) -> float:
+        """When the next call fits (``now`` if it fits now; an answer still to come frees one sooner)."""
+        if self.room(now):
+            return now
+        return self._answered[0] + self.period if self._answered else math.inf
+
+    def take(self, now: float) -> None:
+        self._sending += 1
+
+    def answered(self, now: float) -> None:
+        self._sending -= 1
+        self._answered.append(now)
+
+
 @dataclass(eq=False)
 class _Call:
     seq: int
@@ -166,7 +201,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         self._max_retries = max_retries
         self._clock = clock
         rate = max(1, round(max_rate))
-        self._overall = _Window(rate, 1.0 + SEND_DELAY)
+        self._overall = _Sent(rate, 1.0)
         self._smooth = _Window(max(SMOOTH_MIN_BURST, math.ceil(rate * SMOOTH_PERIOD)), SMOOTH_PERIOD)
         self._noticed: dict[int | str, deque[float]] = {}  # per chat: when its recent notices went
         self._shares = {
@@ -213,7 +248,10 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
                 return True  # replaced by a newer call on its message, or past its use: nothing to send
             calls.inc()
             try:
-                result = await self._counting_429s(callback(*args, **kwargs), endpoint)
+                try:
+                    result = await self._counting_429s(callback(*args, **kwargs), endpoint)
+                finally:
+                    self._overall.answered(self._clock())
             except RetryAfter as exc:
                 if attempt == self._max_retries:
                     self._done(call)

@@ -112,7 +112,7 @@ class TelegramMessenger:
         data = await with_retries(file.download_as_bytearray, what="file download")
         return bytes(data)
 
-    async def show_status(self, job: JobRecord, status: Status) -> None:
+    async def show_status(self, job: JobRecord, status: Status, *, urgent: bool = False) -> None:
         if job.status_message_id is None:
             return
         try:
@@ -120,7 +120,7 @@ class TelegramMessenger:
                 self._status_text(job, status),
                 chat_id=job.chat_id,
                 message_id=job.status_message_id,
-                rate_limit_args=FEEDBACK,
+                rate_limit_args=NOTICE if urgent else FEEDBACK,
             )
         except BadRequest as exc:
             if "not modified" not in exc.message.lower():

@@ -46,6 +46,7 @@ class Chat:
     def __init__(self) -> None:
         self.posted: list[tuple[str, Status]] = []
         self.shown: list[tuple[str, Status]] = []
+        self.urgent: list[Status] = []  # the edits that showed a place first
         self.retired: list[int | None] = []
         self.tasks: list[asyncio.Future[None]] = []
         self.next_id = 500
@@ -55,8 +56,10 @@ class Chat:
         self.next_id += 1
         return self.next_id
 
-    async def show(self, j: JobRecord, status: Status) -> None:
+    async def show(self, j: JobRecord, status: Status, urgent: bool) -> None:
         self.shown.append((j.id, status))
+        if urgent:
+            self.urgent.append(status)
 
     def record(self, jobs: list[JobRecord], message_id: int) -> None:
         for j in jobs:
@@ -244,3 +247,20 @@ async def test_a_photo_that_came_while_others_wait_is_acknowledged_sooner_while_
     statuses.refresh(since + POST_WHEN_RECEIVED_BEHIND)
     await chat.settled()
     assert chat.posted == [("late", Status("received"))], "only the photo that will wait, and only once"
+
+
+async def test_a_message_that_said_received_shows_the_first_place_as_urgently_as_a_first_status() -> None:
+    statuses, chat = board()
+    single = job("a")
+    statuses.track(single)
+    since = message_of(statuses, single).since
+    statuses.refresh(since + POST_WHEN_RECEIVED)  # still being fetched: "received"
+    await chat.settled()
+    statuses.want(single, "queued", 39)  # far back, where edits are rare
+    statuses.refresh(since + POST_WHEN_RECEIVED + 1.0)  # its place, a second after "received"
+    await chat.settled()
+    statuses.want(single, "queued", 4)
+    statuses.refresh(since + 20)
+    await chat.settled()
+    assert chat.shown == [("a", Status("queued", 39)), ("a", Status("queued", 4))]
+    assert chat.urgent == [Status("queued", 39)], "only the first place shown is urgent"

@@ -118,6 +118,24 @@ async def test_a_second_of_calls_leaves_in_fifths_not_at_once() -> None:
     await done(answers)
 
 
+async def test_a_call_that_reaches_telegram_late_holds_its_place_until_a_second_after_its_answer() -> None:
+    clock = Clock()
+    _, tg = limiter(clock, rate=10)
+    on_their_way = asyncio.Event()  # a stalled event loop, a slow upload: they arrive whenever
+    for i in range(10):
+        tg.hold[f"slow{i}"] = on_their_way
+    slow = [tg.call("sendDocument", ANSWER, label=f"slow{i}", chat_id=100 + i) for i in range(10)]
+    await run_until(tg, clock, lambda: len(tg.sent) == 10)
+    late = tg.call("sendSticker", ANSWER, label="late", chat_id=200)
+    await run_for(tg, clock, 2.0)
+    assert len(tg.sent) == 10, "ten still unanswered may all reach Telegram in the same second as it"
+    on_their_way.set()
+    await done(slow)
+    waited = await run_until(tg, clock, lambda: len(tg.sent) == 11)
+    assert 0.95 <= waited <= 1.1, "it goes a second after their answers, not sooner"
+    await done([late])
+
+
 async def test_the_first_status_message_goes_ahead_of_answers_within_its_share() -> None:
     clock = Clock()
     _, tg = limiter(clock, rate=10)

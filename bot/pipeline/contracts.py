@@ -87,8 +87,9 @@ class Messenger(Protocol):
     async def fetch_sticker(self, file_id: str) -> bytes:
         """The bytes of a sticker sent earlier, by the chat side's id of it (it outlives our cache)."""
 
-    async def show_status(self, job: JobRecord, status: Status) -> None:
-        """Edit the job's (or its batch's) status message."""
+    async def show_status(self, job: JobRecord, status: Status, *, urgent: bool = False) -> None:
+        """Edit the job's (or its batch's) status message; ``urgent``: it shows the photos' place for the
+        first time (it goes with first status messages, not only in spare capacity)."""
 
     async def chat_action(self, job: JobRecord) -> None: ...
 

@@ -556,8 +556,8 @@ class CutoutService:
         for job in jobs:
             self._keeper.save(job, status_message_id=message_id)
 
-    async def _show_status(self, job: JobRecord, status: Status) -> None:
-        await quietly(self.messenger.show_status(job, status))
+    async def _show_status(self, job: JobRecord, status: Status, urgent: bool) -> None:
+        await quietly(self.messenger.show_status(job, status, urgent=urgent))
 
     async def _retire_status(self, job: JobRecord) -> None:
         await quietly(self.messenger.finish(job))

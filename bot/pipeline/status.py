@@ -30,6 +30,8 @@ POST_WHEN_RECEIVED = 2.0
 #: ... sooner when others already wait (it will wait too: its user hears of it before 3 s have passed,
 #: even while the bot is still taking in a burst of other photos).
 POST_WHEN_RECEIVED_BEHIND = 1.0
+#: A message that said "received" shows the photos' place this soon after (Telegram: ~1/s per chat).
+FIRST_PLACE_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,13 @@ class StatusBoard:
         self,
         *,
         post: Callable[[JobRecord, Status], Awaitable[int | None]],
-        show: Callable[[JobRecord, Status], Awaitable[None]],
+        show: Callable[[JobRecord, Status, bool], Awaitable[None]],
         posted: Callable[[list[JobRecord], int], None],
         retire: Callable[[JobRecord], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Future[None]],
     ) -> None:
         self._post = post  # sends a status message, returns its id
-        self._show = show  # edits one
+        self._show = show  # edits one (urgent: it shows the photos' place for the first time)
         self._posted = posted  # records a status message's id on the jobs it speaks for
         self._retire = retire  # deletes one
         self._spawn = spawn
@@ -220,11 +222,17 @@ class StatusBoard:
                 if message.worth_posting(now):
                     self._post_now(message)
                 continue
-            if wanted == message.shown or now - message.last_edit < edit_interval(message.job, wanted):
+            if wanted == message.shown:
+                continue
+            # A message that said "received" and now shows the photos' place: the user learns where they
+            # stand, as urgent as a first status message (and as soon as the chat may take an edit).
+            urgent = message.shown.kind == "received" and wanted.kind in ("queued", "outage")
+            interval = FIRST_PLACE_AFTER if urgent else edit_interval(message.job, wanted)
+            if now - message.last_edit < interval:
                 continue
             message.busy = True
             message.shown = wanted
-            self._spawn(self._edit(message, wanted))
+            self._spawn(self._edit(message, wanted, urgent))
             edits += 1
             if edits >= EDITS_PER_TICK:
                 break
@@ -247,9 +255,9 @@ class StatusBoard:
         if message.retired:  # answered while it was on its way: it must not stay behind
             await self._retire(message.job)
 
-    async def _edit(self, message: _Message, status: Status) -> None:
+    async def _edit(self, message: _Message, status: Status, urgent: bool) -> None:
         try:
-            await self._show(message.job, status)
+            await self._show(message.job, status, urgent)
         finally:
             message.busy = False
             # Counted from when the edit is done: Telegram never sees two closer than the interval,
