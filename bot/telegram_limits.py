@@ -153,7 +153,8 @@ class _Sent:
         return self._sending + len(answered) < self.limit
 
     def free_at(self, now: float) -> float:
-        """When the next call fits (``now`` if it fits now; an answer still to come frees one sooner)."""
+        """When the next call fits: ``now`` if it fits now; never while every place waits for an answer
+        (each answer wakes the limiter again)."""
         if self.room(now):
             return now
         return self._answered[0] + self.period if self._answered else math.inf
@@ -164,6 +165,10 @@ class _Sent:
     def answered(self, now: float) -> None:
         self._sending -= 1
         self._answered.append(now)
+
+    def unsent(self) -> None:
+        """A call given its turn was cancelled before it was sent: its place is free again."""
+        self._sending -= 1
 
 
 @dataclass(eq=False)
@@ -311,6 +316,8 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         try:
             go = await call.turn
         except asyncio.CancelledError:
+            if call.turn.done() and not call.turn.cancelled() and call.turn.result():
+                self._overall.unsent()  # its turn came as its caller gave up: the place must not leak
             self._done(call)
             raise
         if not go:

@@ -136,6 +136,24 @@ async def test_a_call_that_reaches_telegram_late_holds_its_place_until_a_second_
     await done([late])
 
 
+async def test_a_call_cancelled_as_its_turn_came_gives_its_place_back() -> None:
+    clock = Clock()
+    rl, tg = limiter(clock, rate=1)
+    first = tg.call("sendMessage", ANSWER, label="first", chat_id=1)
+    await settle(lambda: tg.labels() == ["first"])
+    second = tg.call("sendMessage", ANSWER, label="second", chat_id=2)
+    await settle()
+    clock.now += 1.5
+    rl._pump()  # its turn comes ...
+    second.cancel()  # ... just as its caller gives up (a chat action no longer wanted)
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    third = tg.call("sendMessage", ANSWER, label="third", chat_id=3)
+    await run_until(tg, clock, lambda: "third" in tg.labels())
+    assert tg.labels() == ["first", "third"]
+    await done([first, third])
+
+
 async def test_the_first_status_message_goes_ahead_of_answers_within_its_share() -> None:
     clock = Clock()
     _, tg = limiter(clock, rate=10)
