@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from telegram.ext import Application, ApplicationBuilder, CallbackContext, ContextTypes
+from telegram.request import HTTPXRequest
 
 import handlers
 from bot.admission import UserLimits
@@ -27,10 +28,13 @@ from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
 from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter
+from bot.transport import OneWriteTransport, pool_limits
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)
 
+# Telegram calls in flight at once (answers, statuses, downloads); as many stay open between them.
+TELEGRAM_CONNECTIONS = 64
 
 
 def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -46,8 +50,13 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .rate_limiter(TelegramRateLimiter(max_rate=settings.telegram_max_rate, max_retries=5, metrics=metrics))
         .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
-        .connection_pool_size(64)
-        .get_updates_read_timeout(35)
+        .request(
+            HTTPXRequest(
+                connection_pool_size=TELEGRAM_CONNECTIONS,
+                httpx_kwargs={"transport": OneWriteTransport(limits=pool_limits(TELEGRAM_CONNECTIONS))},
+            )
+        )
+        .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=35))
         .post_init(_open)
         .post_stop(_stop)
         .post_shutdown(_close)

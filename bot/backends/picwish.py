@@ -27,6 +27,7 @@ import httpx
 from bot import errors
 from bot.backends.base import CutoutRequest
 from bot.observability import Metrics
+from bot.transport import OneWriteTransport
 
 if TYPE_CHECKING:
     from bot.budget import QpsBudget, Reservation
@@ -140,11 +141,13 @@ class PicWishClient:
             base_url=base_url,
             headers={_API_KEY_HEADER: api_key},
             timeout=self._timeout,
-            transport=transport,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=max(100, 2 * connections), max_keepalive_connections=max(20, connections)
+            transport=transport
+            or OneWriteTransport(
+                limits=httpx.Limits(
+                    max_connections=max(100, 2 * connections), max_keepalive_connections=max(20, connections)
+                )
             ),
+            follow_redirects=False,
         )
 
     def __repr__(self) -> str:

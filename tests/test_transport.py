@@ -1,0 +1,84 @@
+"""The bot's httpx transport: a body joined into one write, or streamed when large, arrives as sent."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiohttp import BodyPartReader, web
+
+from bot import transport
+from bot.transport import OneWriteTransport, pool_limits
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[str]:
+    """A form server on loopback that answers with what it parsed: each field's name, size and digest."""
+
+    async def parse(request: web.Request) -> web.Response:
+        fields = {}
+        async for part in await request.multipart():
+            assert isinstance(part, BodyPartReader)
+            data = await part.read()
+            fields[part.name] = {
+                "filename": part.filename,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        return web.json_response(fields)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/form", parse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def _post_form(url: str, sticker: bytes) -> dict[str, dict[str, object]]:
+    async with httpx.AsyncClient(transport=OneWriteTransport(limits=pool_limits(4)), timeout=10) as client:
+        response = await client.post(
+            f"{url}/form",
+            data={"chat_id": "42", "emoji": "🙂"},
+            files={"sticker": ("sticker.webp", sticker, "image/webp")},
+        )
+        response.raise_for_status()
+        fields: dict[str, dict[str, object]] = response.json()
+        return fields
+
+
+def _expected(sticker: bytes) -> dict[str, dict[str, object]]:
+    def field(data: bytes, filename: str | None = None) -> dict[str, object]:
+        return {"filename": filename, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    return {
+        "chat_id": field(b"42"),
+        "emoji": field("🙂".encode()),
+        "sticker": field(sticker, "sticker.webp"),
+    }
+
+
+async def test_a_multipart_upload_joined_into_one_write_arrives_field_for_field(echo_server: str) -> None:
+    sticker = bytes(range(256)) * 800  # 200 KB: under the limit, so joined
+    assert len(sticker) < transport.JOIN_LIMIT
+    assert await _post_form(echo_server, sticker) == _expected(sticker)
+
+
+async def test_a_body_over_the_limit_streams_and_arrives_whole(
+    echo_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "JOIN_LIMIT", 64 * 1024)
+    sticker = bytes(range(256)) * 4096  # 1 MB, over the lowered limit: sent as httpx streams it
+    assert await _post_form(echo_server, sticker) == _expected(sticker)
+
+
+def test_the_pool_keeps_open_as_many_connections_as_it_may_use() -> None:
+    limits = pool_limits(64)
+    assert (limits.max_connections, limits.max_keepalive_connections) == (64, 64)
