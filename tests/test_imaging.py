@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import ExifTags, Image, ImageDraw
+from PIL import ExifTags, Image, ImageCms, ImageDraw
 from skimage import data as samples
 
 from bot import errors, imaging, texts
 from bot.imaging import prepare, render
-from bot.imaging.png import encode_rgba_png
+from bot.imaging.png import decode_plain_png, encode_rgba_png
 
 RNG_SEED = 20240521
 
@@ -683,6 +683,68 @@ def test_quick_png_of_a_sticker_is_about_the_size_of_pillows() -> None:
     quick = encode_rgba_png(sticker)
     assert decode(quick).tobytes() == sticker.tobytes()
     assert len(quick) <= 1.05 * len(encode(sticker, "PNG", compress_level=3))
+
+
+def png_bytes(im: Image.Image, **params: Any) -> bytes:
+    out = io.BytesIO()
+    im.save(out, "PNG", **params)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB"])
+def test_a_plain_png_answer_is_read_to_the_same_pixels_as_pillows(mode: str) -> None:
+    im = Image.fromarray(noise(301, 17, len(mode)), mode)
+    raw = png_bytes(im, dpi=(300, 300))  # a pHYs chunk: the density, not the pixels
+    fast = decode_plain_png(raw)
+    assert fast is not None
+    assert (fast.mode, fast.size) == (mode, im.size)
+    assert fast.tobytes() == decode(raw).tobytes() == im.tobytes()
+
+
+def _interlaced(raw: bytes) -> bytes:
+    """``raw`` with IHDR's interlace flag set (and its CRC fixed): Adam7, as far as a reader knows."""
+    header = raw[16:28] + b"\x01"
+    return raw[:16] + header + struct.pack(">I", zlib.crc32(b"IHDR" + header)) + raw[33:]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["icc profile", "exif orientation", "palette", "16-bit", "grey", "rgb with a clear colour", "interlaced"],
+)
+def test_a_png_whose_chunks_change_its_pixels_is_left_to_pillow(case: str) -> None:
+    rgba = Image.fromarray(noise(40, 30, 4), "RGBA")
+    rgb = rgba.convert("RGB")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    raw = {
+        "icc profile": lambda: png_bytes(rgba, icc_profile=icc),
+        "exif orientation": lambda: png_bytes(rgba, exif=exif),
+        "palette": lambda: png_bytes(rgb.quantize(16)),
+        "16-bit": lambda: png_bytes(rgb.convert("I;16")),
+        "grey": lambda: png_bytes(rgb.convert("L")),
+        "rgb with a clear colour": lambda: png_bytes(rgb, transparency=(0, 0, 0)),
+        "interlaced": lambda: _interlaced(png_bytes(rgba)),
+    }[case]()
+    assert decode_plain_png(raw) is None
+
+
+def test_a_cut_off_or_broken_png_is_left_to_pillow_which_refuses_it() -> None:
+    raw = png_bytes(Image.fromarray(noise(64, 64, 4), "RGBA"))
+    for broken in (raw[: len(raw) // 2], raw[:40] + bytes(len(raw) - 40)):
+        assert decode_plain_png(broken) is None
+        with pytest.raises(errors.CorruptImage):
+            imaging.render_sticker(broken)
+
+
+def test_an_answer_with_an_exif_turn_is_still_turned_upright() -> None:
+    # Portrait pixels stored on their side, EXIF saying "turn 90° clockwise": the sticker stands up.
+    wide = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(wide).ellipse((20, 40, 280, 160), fill=(200, 120, 90, 255))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    sticker = decode(imaging.render_sticker(png_bytes(wide, exif=exif)).png)
+    assert sticker.height > sticker.width
 
 
 # --- the outline ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
@@ -76,19 +77,26 @@ def test_no_more_full_size_decodes_run_at_once_than_the_budget_has_room_for(
     decoding_now, most = 0, 0
     counted = threading.Lock()
     go_on = threading.Event()
-    real_load = render.load
 
-    def held_load(im: Image.Image) -> None:
-        nonlocal decoding_now, most
-        with counted:
-            decoding_now += 1
-            most = max(most, decoding_now)
-        go_on.wait(10)
-        real_load(im)
-        with counted:
-            decoding_now -= 1
+    def held(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``decode`` (Pillow's or the quick PNG reader), counted and held until the test goes on."""
 
-    monkeypatch.setattr(render, "load", held_load)
+        def decode_when_told(source: Any) -> Any:
+            nonlocal decoding_now, most
+            with counted:
+                decoding_now += 1
+                most = max(most, decoding_now)
+            go_on.wait(10)
+            try:
+                return decode(source)
+            finally:
+                with counted:
+                    decoding_now -= 1
+
+        return decode_when_told
+
+    monkeypatch.setattr(render, "load", held(render.load))
+    monkeypatch.setattr(render, "decode_plain_png", held(render.decode_plain_png))
     with ThreadPoolExecutor(5) as pool:
         renders = [pool.submit(imaging.render_sticker, answer) for _ in range(5)]
         until(lambda: budget.waiting == 3)
