@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
+import httpcore
 import httpx
 import pytest
 from aiohttp import BodyPartReader, web
@@ -82,3 +84,40 @@ async def test_a_body_over_the_limit_streams_and_arrives_whole(
 def test_the_pool_keeps_open_as_many_connections_as_it_may_use() -> None:
     limits = pool_limits(64)
     assert (limits.max_connections, limits.max_keepalive_connections) == (64, 64)
+
+
+async def test_a_connection_the_server_hung_up_is_dropped_and_the_next_request_gets_a_new_one() -> None:
+    """httpcore asks each pooled connection whether its socket is readable before reusing it; an idle
+    connection that reads as readable is one the server closed. Answered wrongly, the second request
+    would go out on the dead connection and fail."""
+    accepted = 0
+    hung_up = asyncio.Event()
+
+    async def answer_once_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # a keep-alive the server does not keep
+        await writer.wait_closed()
+        hung_up.set()
+
+    server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=OneWriteTransport(limits=pool_limits(4)), timeout=5) as client:
+            first = await client.get(f"http://127.0.0.1:{port}/")
+            await asyncio.wait_for(hung_up.wait(), 5)
+            second = await client.get(f"http://127.0.0.1:{port}/")
+        assert (first.text, second.text, accepted) == ("ok", "ok", 2)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_pool_asks_its_connections_through_the_quick_readability_check() -> None:
+    """A guard for upgrades: httpx builds httpcore's pool itself, and the check is hooked in there."""
+    pool = OneWriteTransport(limits=pool_limits(4))._pool
+    assert isinstance(pool, httpcore.AsyncConnectionPool)
+    assert isinstance(pool._network_backend, transport._QuickReadability)
