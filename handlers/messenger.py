@@ -132,7 +132,7 @@ class TelegramMessenger:
             "received": f"status_received{batch}",
             "queued": f"status_queued{batch}",
             "progress": "status_progress",
-            "outage": "status_outage",
+            "outage": f"status_outage{batch}",
         }.get(status.kind, "status_working")
         values = {
             "position": status.position,
