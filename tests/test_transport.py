@@ -14,10 +14,12 @@ from aiohttp import BodyPartReader, web
 from bot import transport
 from bot.transport import OneWriteTransport, pool_limits
 
+BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # 3 MB and a bit: many reads
+
 
 @pytest.fixture
 async def echo_server() -> AsyncIterator[str]:
-    """A form server on loopback that answers with what it parsed: each field's name, size and digest."""
+    """A server on loopback: /form answers with the fields it parsed (name, size, digest), /big sends BIG."""
 
     async def parse(request: web.Request) -> web.Response:
         fields = {}
@@ -31,8 +33,12 @@ async def echo_server() -> AsyncIterator[str]:
             }
         return web.json_response(fields)
 
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=BIG, content_type="image/png")
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/form", parse)
+    app.router.add_get("/big", big)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -121,3 +127,10 @@ def test_the_pool_asks_its_connections_through_the_quick_readability_check() -> 
     pool = OneWriteTransport(limits=pool_limits(4))._pool
     assert isinstance(pool, httpcore.AsyncConnectionPool)
     assert isinstance(pool._network_backend, transport._QuickReadability)
+
+
+async def test_a_download_bigger_than_any_one_read_arrives_whole(echo_server: str) -> None:
+    async with httpx.AsyncClient(transport=OneWriteTransport(limits=pool_limits(4)), timeout=10) as client:
+        response = await client.get(f"{echo_server}/big")
+    assert response.status_code == 200
+    assert response.content == BIG
