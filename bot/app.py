@@ -28,7 +28,6 @@ from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
 from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter
-from bot.threads import use_background_workers
 from bot.transport import OneWriteTransport, pool_limits
 from bot.web import WebServer
 
@@ -69,7 +68,6 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
 
 
 async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    use_background_workers(asyncio.get_running_loop())
     settings: Settings = app.bot_data["settings"]
     metrics: Metrics = app.bot_data["metrics"]
     store = Store(settings.data_dir / "bot.sqlite3")
