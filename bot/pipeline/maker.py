@@ -30,6 +30,7 @@ from bot.imaging import (
     result_size,
 )
 from bot.pipeline.contracts import Messenger, PropFile, Sticker, quietly
+from bot.pipeline.imagework import in_image_thread
 from bot.pipeline.keeper import Keeper, read_used
 from bot.pipeline.scheduler import Scheduler
 from bot.props import prop_file_name
@@ -131,7 +132,7 @@ class CutoutMaker:
             return False
         try:
             sticker = await self._messenger().fetch_sticker(file_id)
-            rendered = await asyncio.to_thread(render_from_sticker, sticker)
+            rendered = await in_image_thread(render_from_sticker, sticker)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # gone from the chat side too, or unreadable: the API makes it again
@@ -271,7 +272,7 @@ class CutoutMaker:
             except FileNotFoundError:
                 pass  # evicted since: rendered again
         result = await self._result_bytes(key)
-        rendered = await asyncio.to_thread(render_sticker, result, crop=job.options.crop, outline=job.options.outline)
+        rendered = await in_image_thread(render_sticker, result, crop=job.options.crop, outline=job.options.outline)
         return await self._keep_render(variant, rendered)
 
     async def _keep_render(self, variant: str, rendered: RenderedCutout) -> Sticker:
@@ -289,7 +290,7 @@ class CutoutMaker:
     async def prop(self, job: JobRecord, key: str) -> PropFile:
         """The print-ready prop at the API's full resolution, written under DATA_DIR/props for /zip."""
         result = await self._result_bytes(key)
-        prop = await asyncio.to_thread(render_prop, result, crop=job.options.crop, outline=job.options.outline)
+        prop = await in_image_thread(render_prop, result, crop=job.options.crop, outline=job.options.outline)
         del result
         path = self._keeper.prop_path(job, prop.extension)
         await self._keeper.write({path: prop.data})
@@ -298,7 +299,7 @@ class CutoutMaker:
 
     async def jpg(self, key: str) -> bytes:
         """The cutout on white, as a photo."""
-        return await asyncio.to_thread(render_jpg_photo, await self._result_bytes(key))
+        return await in_image_thread(render_jpg_photo, await self._result_bytes(key))
 
     async def _result_bytes(self, key: str) -> bytes:
         result = self._keeper.held_results.get(key) or self.store.result_by_key(key)

@@ -33,6 +33,7 @@ from bot.logsetup import job_context
 from bot.observability import Metrics
 from bot.pipeline.batches import Batches
 from bot.pipeline.contracts import JobSpec, Messenger, PropFile, SentSticker, Sticker, quietly
+from bot.pipeline.imagework import in_image_thread
 from bot.pipeline.keeper import Keeper
 from bot.pipeline.maker import ApiDown, CutoutMaker, NotCached, RetryPolicy, result_key, url_key
 from bot.pipeline.scheduler import Scheduler, tagged
@@ -282,7 +283,7 @@ class CutoutService:
             return known
         async with self._intake_slots.slot(job.user_id):
             raw = await self.messenger.download(job)
-            prepared = await asyncio.to_thread(prepare_upload, raw)
+            prepared = await in_image_thread(prepare_upload, raw)
             del raw
             key = result_key(prepared.sha256, job.options, maker.backend.name)
             self._keeper.save(job, cache_key=key)
