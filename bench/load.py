@@ -517,7 +517,10 @@ def print_report(
         ),
         (
             "late single photo: first place shown",
-            f"#{report['late_place']} in line ({active_here} other users waiting there)",
+            (
+                f"#{report['late_place']} in line" if report["late_place"] else "none: it went straight to the API"
+            )
+            + f" ({active_here} other users waiting there)",
             f"<= #{active_here + 1}",
             report["late_place"] <= active_here + 1,
         ),
