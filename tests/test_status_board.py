@@ -165,9 +165,6 @@ async def test_a_batch_shares_one_message_that_counts_what_is_done() -> None:
     statuses.want(album[0], "working")
     assert message.wanted == Status("progress", done=0, total=3)
     assert statuses.settle(album[0]) is False
-    # None is being made now: it says how many are done, and where the next one stands.
-    assert message.wanted == Status("queued", position=2, done=1, total=3)
-    statuses.want(album[2], "working")
     assert message.wanted == Status("progress", done=1, total=3)
     assert statuses.settle(album[1]) is False
     assert statuses.settle(album[2]) is True, "the last photo retires the shared message"
@@ -215,7 +212,7 @@ async def test_photos_a_user_sends_one_by_one_share_one_message_that_counts() ->
     assert statuses.settle(first) is False
     statuses.forget(first)
     message = message_of(statuses, second)
-    assert message.wanted == Status("queued", position=4, done=1, total=3), "the rest: done, and in line"
+    assert message.wanted == Status("progress", done=1, total=3)
     assert statuses.settle(second) is False
     statuses.forget(second)
     assert statuses.settle(third) is True, "the last photo retires the shared message"

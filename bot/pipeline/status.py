@@ -37,8 +37,7 @@ FIRST_PLACE_AFTER = 1.0
 @dataclass(frozen=True)
 class Status:
     """What a status message says: ``received``, ``queued`` (with ``position``), ``outage`` (waiting for
-    the API to come back), ``working``, or for a batch ``progress`` (``done`` of ``total`` finished);
-    a batch with some done and the rest in line is ``queued`` with ``done`` counted."""
+    the API to come back), ``working``, or for a batch ``progress`` (``done`` of ``total`` finished)."""
 
     kind: str
     position: int | None = None
@@ -82,13 +81,11 @@ class _Message:
             return statuses[0] if statuses else self.shown
         if any(s.kind == "outage" for s in statuses):
             return Status("outage", total=total)
-        if any(s.kind == "working" for s in statuses):
+        if self.finished or any(s.kind == "working" for s in statuses):
             return Status("progress", done=self.finished, total=total)
         positions = [s.position for s in statuses if s.position is not None]
-        if positions:  # none being made: where the next one stands, and how many are done
-            return Status("queued", position=min(positions), done=self.finished, total=total)
-        if self.finished:
-            return Status("progress", done=self.finished, total=total)
+        if positions:
+            return Status("queued", position=min(positions), total=total)
         return Status("received", total=total)
 
     def worth_posting(self, now: float) -> bool:
