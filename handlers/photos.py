@@ -14,6 +14,7 @@ from bot import errors
 from bot.domain import CutoutOptions
 from bot.imaging import INPUT_EXTENSIONS, MIN_SIDE
 from bot.pipeline.contracts import JobSpec
+from bot.storage import PHOTO_FILE_NAME
 from handlers.common import is_private, refusals
 from handlers.context import BotContext
 from handlers.messenger import TelegramMessenger
@@ -58,7 +59,7 @@ def _picture_file(source: Message) -> dict[str, object] | None:
                 f"{largest.width}x{largest.height}", width=largest.width, height=largest.height
             )
         file: PhotoSize | Document | Sticker = largest
-        name, mime, source_name = "photo.jpg", "image/jpeg", None
+        name, mime, source_name = PHOTO_FILE_NAME, "image/jpeg", None
     elif source.document is not None and is_image_document(source.document.mime_type, source.document.file_name):
         doc = source.document
         file, name, mime, source_name = doc, doc.file_name or "image", doc.mime_type or "", doc.file_name

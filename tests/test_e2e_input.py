@@ -39,6 +39,13 @@ def truncated_jpeg() -> bytes:
     return whole[: len(whole) // 2]
 
 
+def broken_scan_jpeg() -> bytes:
+    """A whole-looking JPEG (it ends with its End Of Image marker) with a frame header amid its scan."""
+    whole = astronaut_jpeg()
+    half = len(whole) // 2
+    return whole[:half] + b"\xff\xc0" + whole[half + 2 :]
+
+
 def decompression_bomb() -> bytes:
     """A 9000 x 9000 PNG (81 megapixels) of a few kilobytes."""
     return encode(Image.new("1", (9000, 9000)), "PNG", optimize=True)
@@ -81,6 +88,13 @@ REFUSED: list[tuple[str, Send, str, bool]] = [
         True,
     ),
     ("truncated-jpeg", lambda: (truncated_jpeg(), "cut.jpg", "image/jpeg", None), "corrupt_image", True),
+    # A file is decoded to be checked, even one named as the bot names photos (which are not)
+    (
+        "broken-file-named-photo",
+        lambda: (broken_scan_jpeg(), "photo.jpg", "image/jpeg", None),
+        "corrupt_image",
+        True,
+    ),
     (
         "decompression-bomb",
         lambda: (decompression_bomb(), "bomb.png", "image/png", None),

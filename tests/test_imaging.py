@@ -494,6 +494,20 @@ def test_jpeg_that_goes_up_as_is_is_still_read_to_its_end() -> None:
         imaging.prepare_upload(raw[:-200])  # only its last scan lines missing
 
 
+def test_a_telegram_photo_goes_up_unread_when_whole_and_is_refused_when_cut_short() -> None:
+    # Telegram re-encodes every photo it takes: a whole one is its own JPEG, sent byte for byte
+    raw = encode(astronaut(), "JPEG", quality=90)
+    prepared = imaging.prepare_upload(raw, telegram_photo=True)
+    assert (prepared.data, prepared.width, prepared.height) == (raw, 512, 512)
+    with pytest.raises(errors.CorruptImage):  # no End Of Image marker: decoded, found short
+        imaging.prepare_upload(raw[:-200], telegram_photo=True)
+    half = len(raw) // 2
+    broken = raw[:half] + b"\xff\xc0" + raw[half + 2 :]  # a frame header amid the scan
+    with pytest.raises(errors.CorruptImage):
+        imaging.prepare_upload(broken)  # a file is decoded to be checked
+    assert imaging.prepare_upload(broken, telegram_photo=True).data == broken  # a photo's scan is not read
+
+
 # --- render_sticker: what comes back -------------------------------------------------------------
 def head_cutout() -> bytes:
     """The astronaut's head, cut out with an ellipse, off-centre on a larger transparent canvas."""

@@ -28,6 +28,7 @@ API_MAX_BYTES = 20 * 1024 * 1024
 UPLOAD_JPEG_QUALITY = 92
 
 _UPLOAD_QUALITIES = (UPLOAD_JPEG_QUALITY, 85, 75, 60, 45)
+_JPEG_END = b"\xff\xd9"  # the End Of Image marker: a file cut short in transit lacks it
 _SENT_AS_IS = ("JPEG", "MPO", "PNG")  # formats the API takes that may go up byte for byte; never HEIF or AVIF
 
 
@@ -43,13 +44,17 @@ class PreparedImage:
     sha256: str  # of the original bytes we were given: the cache key
 
 
-def prepare_upload(raw: bytes) -> PreparedImage:
+def prepare_upload(raw: bytes, *, telegram_photo: bool = False) -> PreparedImage:
     """Check and normalise a user's image for upload to the cutout API.
 
     A picture under ``MIN_SIDE`` px on its long side is refused from its header. An upright RGB
     JPEG or PNG within the API's limits goes out byte for byte. Anything else (HEIC and AVIF
     always) is decoded (first frame), turned upright, converted to sRGB, flattened onto white if it
     has transparency, fitted into 4096 x 4096 and sent as a metadata-free JPEG of at most 20 MB.
+
+    ``telegram_photo``: the user sent it as a photo, so Telegram made this JPEG (it re-encodes every
+    photo it takes). Its header is read as any other's, but its pixels are not decoded to be checked
+    when the file is whole (it ends where a JPEG ends): 3 ms less for a 1280 px photo.
     """
     im = open_image(raw, INPUT_FORMATS)
     width, height = im.size
@@ -64,6 +69,8 @@ def prepare_upload(raw: bytes) -> PreparedImage:
     digest = hashlib.sha256(raw).hexdigest()
     target = fit((width, height), API_MAX_SIDE)
     if _jpeg_as_is(im, raw, target):
+        if telegram_photo and raw.endswith(_JPEG_END):
+            return PreparedImage(raw, "image.jpg", "image/jpeg", width, height, digest)
         # Its pixels are only checked, never used: at 1/8 scale libjpeg still parses every marker and
         # decodes every coefficient (a truncated or broken file fails as in full), but skips the IDCT,
         # upsampling and colour conversion: ~1/4 of the CPU (13 ms, not 58, for 4000 x 3000).

@@ -34,7 +34,7 @@ from bot.pipeline.imagework import in_image_thread
 from bot.pipeline.keeper import Keeper, read_used
 from bot.pipeline.scheduler import Scheduler
 from bot.props import prop_file_name
-from bot.storage import JobRecord, ResultRecord, Store, usage
+from bot.storage import PHOTO_FILE_NAME, JobRecord, ResultRecord, Store, usage
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class CutoutMaker:
         fresh = job.task_id is not None and time.time() - (job.task_at or 0.0) < TASK_RESUME_SECONDS
         request = CutoutRequest(
             image=data,
-            filename=job.file_name or "photo.jpg",
+            filename=job.file_name or PHOTO_FILE_NAME,
             mime=job.mime or "image/jpeg",
             image_url=job.url,
             crop=job.options.crop,

@@ -283,7 +283,7 @@ class CutoutService:
             return known
         async with self._intake_slots.slot(job.user_id):
             raw = await self.messenger.download(job)
-            prepared = await in_image_thread(prepare_upload, raw)
+            prepared = await in_image_thread(prepare_upload, raw, telegram_photo=job.is_telegram_photo)
             del raw
             key = result_key(prepared.sha256, job.options, maker.backend.name)
             self._keeper.save(job, cache_key=key)

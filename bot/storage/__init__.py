@@ -1,6 +1,7 @@
 """Everything the bot keeps on disk: SQLite under DATA_DIR, upgraded in place at start-up."""
 
 from bot.storage.store import (
+    PHOTO_FILE_NAME,
     CutoutRecord,
     JobRecord,
     PackRecord,
@@ -10,4 +11,6 @@ from bot.storage.store import (
     StoreUnavailable,
 )
 
-__all__ = ["CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store", "StoreUnavailable"]
+__all__ = [
+    "PHOTO_FILE_NAME",
+    "CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store", "StoreUnavailable"]

@@ -31,6 +31,8 @@ from typing import Any
 from bot.domain import OPEN_STATES, ChatSettings, CutoutOptions, JobState
 from bot.storage.migrations import migrate
 
+PHOTO_FILE_NAME = "photo.jpg"  # a job's file_name when the user sent a photo, not a file
+
 
 @dataclass
 class JobRecord:
@@ -68,6 +70,11 @@ class JobRecord:
     @property
     def is_private(self) -> bool:
         return self.chat_type == "private"
+
+    @property
+    def is_telegram_photo(self) -> bool:
+        """Sent as a photo, not a file: Telegram re-encoded it, so its JPEG is Telegram's own."""
+        return self.url is None and self.source_name is None and self.file_name == PHOTO_FILE_NAME
 
     def __hash__(self) -> int:
         return hash(self.id)
