@@ -130,7 +130,7 @@ class TelegramMessenger:
         batch = "_batch" if job.batch_id is not None or status.total > 1 else ""  # one message, several photos
         key = {
             "received": f"status_received{batch}",
-            "queued": f"status_queued{batch}",
+            "queued": f"status_queued{batch}" if not status.done else "status_queued_progress",
             "progress": "status_progress",
             "outage": f"status_outage{batch}",
         }.get(status.kind, "status_working")

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.domain import JobState
 from bot.pipeline.status import (
+    PLACE_ONLY_AFTER,
     POST_WHEN_QUEUED,
     POST_WHEN_RECEIVED,
     POST_WHEN_RECEIVED_BEHIND,
@@ -165,8 +166,12 @@ async def test_a_batch_shares_one_message_that_counts_what_is_done() -> None:
     statuses.want(album[0], "working")
     assert message.wanted == Status("progress", done=0, total=3)
     assert statuses.settle(album[0]) is False
-    assert message.wanted == Status("progress", done=1, total=3)
+    # Some done, the rest in line: how many are done, and where the next one stands.
+    assert message.wanted == Status("queued", position=2, done=1, total=3)
+    statuses.want(album[2], "working")
+    assert message.wanted == Status("queued", position=5, done=1, total=3), "one being made, one in line"
     assert statuses.settle(album[1]) is False
+    assert message.wanted == Status("progress", done=2, total=3), "none left in line: only the count"
     assert statuses.settle(album[2]) is True, "the last photo retires the shared message"
     assert len(chat.posted) == 1
 
@@ -212,7 +217,7 @@ async def test_photos_a_user_sends_one_by_one_share_one_message_that_counts() ->
     assert statuses.settle(first) is False
     statuses.forget(first)
     message = message_of(statuses, second)
-    assert message.wanted == Status("progress", done=1, total=3)
+    assert message.wanted == Status("queued", position=4, done=1, total=3), "the rest: done, and in line"
     assert statuses.settle(second) is False
     statuses.forget(second)
     assert statuses.settle(third) is True, "the last photo retires the shared message"
@@ -264,3 +269,30 @@ async def test_a_message_that_said_received_shows_the_first_place_as_urgently_as
     await chat.settled()
     assert chat.shown == [("a", Status("queued", 39)), ("a", Status("queued", 4))]
     assert chat.urgent == [Status("queued", 39)], "only the first place shown is urgent"
+
+
+async def test_the_next_photos_place_alone_is_edited_rarely_and_the_count_as_it_changes() -> None:
+    statuses, chat = board()
+    album = [job(f"j{i}", "album:1:9", i) for i in range(3)]
+    for member in album:
+        statuses.track(member)
+        statuses.want(member, "queued", 20 + member.batch_index)
+    message = message_of(statuses, album[0])
+    statuses.refresh(message.since + POST_WHEN_QUEUED + 0.1)
+    await chat.settled()
+    assert chat.posted == [("j0", Status("queued", position=20, total=3))]
+    statuses.want(album[0], "working")
+    statuses.settle(album[0])
+    statuses.want(album[1], "queued", 4)
+    statuses.refresh(message.last_edit + 2.0)  # the count changed: edited as often as any status
+    await chat.settled()
+    assert chat.shown[-1] == ("j1", Status("queued", position=4, done=1, total=3))
+    edited = message.last_edit
+    statuses.want(album[1], "queued", 2)  # only the place moved
+    statuses.refresh(edited + 2.0)
+    statuses.refresh(edited + PLACE_ONLY_AFTER - 0.1)
+    await chat.settled()
+    assert len(chat.shown) == 1, "the place alone waits its longer interval"
+    statuses.refresh(edited + PLACE_ONLY_AFTER)
+    await chat.settled()
+    assert chat.shown[-1] == ("j1", Status("queued", position=2, done=1, total=3))

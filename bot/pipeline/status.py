@@ -4,7 +4,7 @@ A photo that starts at once gets no status message: a chat action says the bot i
 answer follows. A status message appears only once a photo waits (in line for a second, or still
 being fetched after two) and changes only when what it says changes, each message at most once per
 interval. The photos of a batch (an album, the links of one message) share one, which shows how many
-are done; so do the photos a user sends one by one in a chat while an earlier one is not answered
+are done and where the next one in line stands (that place alone is edited more rarely); so do the photos a user sends one by one in a chat while an earlier one is not answered
 yet (ten photos in a row make one message that counts, not ten that come and go). Posting it is a
 ``NOTICE`` in Telegram's budget; edits are ``FEEDBACK``, sent only with spare capacity, the latest
 replacing one still waiting (see ``bot/telegram_limits.py``), so status messages never crowd out
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.storage import JobRecord
@@ -32,12 +32,16 @@ POST_WHEN_RECEIVED = 2.0
 POST_WHEN_RECEIVED_BEHIND = 1.0
 #: A message that said "received" shows the photos' place this soon after (Telegram: ~1/s per chat).
 FIRST_PLACE_AFTER = 1.0
+#: A message that counts photos done shows where the next one stands; that place alone is edited at
+#: most this often.
+PLACE_ONLY_AFTER = 10.0
 
 
 @dataclass(frozen=True)
 class Status:
     """What a status message says: ``received``, ``queued`` (with ``position``), ``outage`` (waiting for
-    the API to come back), ``working``, or for a batch ``progress`` (``done`` of ``total`` finished)."""
+    the API to come back), ``working``, or for a batch ``progress`` (``done`` of ``total`` finished);
+    a batch with some done and some still in line is ``queued`` with ``done`` counted."""
 
     kind: str
     position: int | None = None
@@ -81,9 +85,11 @@ class _Message:
             return statuses[0] if statuses else self.shown
         if any(s.kind == "outage" for s in statuses):
             return Status("outage", total=total)
+        positions = [s.position for s in statuses if s.position is not None]
+        if self.finished and positions:  # how many are done, and where the next one in line stands
+            return Status("queued", position=min(positions), done=self.finished, total=total)
         if self.finished or any(s.kind == "working" for s in statuses):
             return Status("progress", done=self.finished, total=total)
-        positions = [s.position for s in statuses if s.position is not None]
         if positions:
             return Status("queued", position=min(positions), total=total)
         return Status("received", total=total)
@@ -228,6 +234,10 @@ class StatusBoard:
             # stand, as urgent as a first status message (and as soon as the chat may take an edit).
             urgent = message.shown.kind == "received" and wanted.kind in ("queued", "outage")
             interval = FIRST_PLACE_AFTER if urgent else edit_interval(message.job, wanted)
+            if wanted.done and wanted == replace(message.shown, position=wanted.position):
+                # Only the next photo's place moved: at QPS 2 it moves with every photo made, and the
+                # count of those done (edited as it changes) already says the line is moving.
+                interval = max(interval, PLACE_ONLY_AFTER)
             if now - message.last_edit < interval:
                 continue
             message.busy = True
