@@ -1,6 +1,7 @@
 """The image pipeline: what we upload to the cutout API, and what we make from its answer.
 
-CPU- and disk-bound functions: callers run them in a worker thread (``asyncio.to_thread``). The one
+CPU- and disk-bound functions: callers run them in a worker thread (pictures in
+``bot.pipeline.imagework.in_image_thread``, files in ``asyncio.to_thread``). The one
 state they share is the budget of pixels decoded at once (memory.py), which may make a call wait for
 room. Every image failure is one of the errors in ``bot.errors``.
 
