@@ -5,8 +5,8 @@ executor (six threads on two cores) as many pictures were made at once as there 
 and the loop thread, which answers Telegram and keeps the API's starts on time, waited its turn for
 a core among them: at QPS 20 on two cores its largest lag was 66 to 147 ms over 7 runs. With one
 picture at a time it was 24 to 69 ms over 11 runs (median 37), and as many photos were delivered a
-second, since the cores were busy anyway. File reads and writes, and the offline engine, keep asyncio's
-default executor: a slow disk never holds up a picture, nor a picture a file.
+second, since the cores were busy anyway. File reads and writes, and the offline engine, keep
+asyncio's default executor: a slow disk never holds up a picture, nor a picture a file.
 """
 
 from __future__ import annotations

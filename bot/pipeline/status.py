@@ -4,8 +4,9 @@ A photo that starts at once gets no status message: a chat action says the bot i
 answer follows. A status message appears only once a photo waits (in line for a second, or still
 being fetched after two) and changes only when what it says changes, each message at most once per
 interval. The photos of a batch (an album, the links of one message) share one, which shows how many
-are done and where the next one in line stands (that place alone is edited more rarely); so do the photos a user sends one by one in a chat while an earlier one is not answered
-yet (ten photos in a row make one message that counts, not ten that come and go). Posting it is a
+are done and where the next one in line stands (that place alone is edited more rarely); so do the
+photos a user sends one by one in a chat while an earlier one is not answered yet (ten photos in a
+row make one message that counts, not ten that come and go). Posting it is a
 ``NOTICE`` in Telegram's budget; edits are ``FEEDBACK``, sent only with spare capacity, the latest
 replacing one still waiting (see ``bot/telegram_limits.py``), so status messages never crowd out
 answers.
