@@ -187,8 +187,10 @@ class StatusBoard:
 
     def settle(self, job: JobRecord) -> bool:
         """``job`` is being answered: stop speaking for it. True when its status message now speaks
-        for nobody (the caller retires it). Edits still waiting never land after the answer's:
-        Telegram's limiter keeps calls on one message in order and lets the last replace them."""
+        for nobody and the caller retires it; one still being posted is deleted on arrival instead
+        (by the board alone: deleted twice, the second call is a wasted one). Edits still waiting
+        never land after the answer's: Telegram's limiter keeps calls on one message in order and
+        lets the last replace them."""
         message = self._messages.get(self._key(job))
         if message is None or message.members.pop(job.id, None) is None:
             return False
@@ -197,7 +199,7 @@ class StatusBoard:
             return False
         del self._messages[self._key(job)]
         message.retired = True
-        return True
+        return not (message.busy and message.message_id is None)
 
     def forget(self, job: JobRecord) -> None:
         key = self._key(job)
