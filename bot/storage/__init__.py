@@ -13,4 +13,11 @@ from bot.storage.store import (
 
 __all__ = [
     "PHOTO_FILE_NAME",
-    "CutoutRecord", "JobRecord", "PackRecord", "PropRecord", "ResultRecord", "Store", "StoreUnavailable"]
+    "CutoutRecord",
+    "JobRecord",
+    "PackRecord",
+    "PropRecord",
+    "ResultRecord",
+    "Store",
+    "StoreUnavailable",
+]
