@@ -16,7 +16,7 @@ import logging
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ class _FileMessenger:
             self._summary.done += 1
             self._advance()
 
-    async def post_status(self, job: JobRecord, status: Status) -> int | None:
+    async def post_status(self, job: JobRecord, status: Status, *, wanted: Callable[[], bool]) -> int | None:
         return None
 
     async def download(self, job: JobRecord) -> bytes:

@@ -12,7 +12,9 @@ waits behind status edits and chat actions. Here each call goes in a :class:`Lan
 
 - ``NOTICE``: the first word that a photo waits (its status message). It goes first, within a share
   of the budget, so a late user hears where they stand in seconds however long the line is; past
-  that share, it takes the slots no answer needs (ahead of ``FEEDBACK``).
+  that share, it takes the slots no answer needs (ahead of ``FEEDBACK``). One whose photos were
+  answered while it waited for its turn (its chat's limit held it) is dropped unsent, rather than
+  posted only to be deleted.
 - ``ANSWER`` (the default): results, failures, replies to commands, and the status message giving
   way to them. It has every slot the others do not take.
 - ``FEEDBACK``: status edits and chat actions. Only spare slots, within a
@@ -77,6 +79,11 @@ GLOBAL_FLOOD_SPAN = 1.0
 SCAN_LIMIT = 500
 
 
+def _past_use(call: _Call, now: float) -> bool:
+    """Whether a waiting call is no longer worth sending: too late (a chat action), or not wanted."""
+    return (call.stale_at is not None and call.stale_at < now) or (call.wanted is not None and not call.wanted())
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     """Seconds Telegram asks us to wait (PTB 22 gives an int or, opted in, a timedelta)."""
     value = exc.retry_after
@@ -91,11 +98,14 @@ class Lane(IntEnum):
 
 @dataclass(frozen=True)
 class Pace:
-    """How a call is paced (PTB's ``rate_limit_args``): its lane, and for a call that is worth sending
-    only soon (a chat action), how many seconds it may wait before it is dropped unsent."""
+    """How a call is paced (PTB's ``rate_limit_args``): its lane; for a call that is worth sending only
+    soon (a chat action), how many seconds it may wait before it is dropped unsent; for one that may
+    stop being worth sending while it waits (a status message whose photos were answered meanwhile),
+    ``wanted``, asked when its turn comes: False drops it unsent. A dropped call returns True."""
 
     lane: Lane
     stale_after: float | None = None
+    wanted: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 NOTICE = Pace(Lane.NOTICE)
@@ -181,6 +191,7 @@ class _Call:
     message: tuple[int | str, int] | None  # (chat, message id) for calls on one message
     since: float
     stale_at: float | None
+    wanted: Callable[[], bool] | None
     #: Set when the call may go: True to send it, False when it is not worth sending any more.
     turn: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -291,6 +302,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
             message=(chat, int(with_id)) if endpoint in _ON_A_MESSAGE and with_id is not None else None,
             since=now,
             stale_at=now + pace.stale_after if pace.stale_after is not None else None,
+            wanted=pace.wanted,
         )
         if call.message is not None:
             line = self._on_message.setdefault(call.message, deque())
@@ -349,7 +361,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         now = self._clock()
         while (call := self._next(now)) is not None:
             self._lanes[call.lane].remove(call)
-            if call.stale_at is not None and call.stale_at < now:
+            if _past_use(call, now):
                 call.turn.set_result(False)  # dropped unsent: it spends nothing
                 continue
             self._overall.take(now)
@@ -412,12 +424,10 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
 
     def _stale(self, now: float) -> _Call | None:
         """A call past its use goes at once (it is dropped unsent, spending nothing)."""
-        return next(
-            (call for call in self._perishable() if call.stale_at is not None and call.stale_at < now), None
-        )
+        return next((call for call in self._perishable() if _past_use(call, now)), None)
 
     def _may_go(self, call: _Call, now: float) -> bool:
-        if call.stale_at is not None and call.stale_at < now:
+        if _past_use(call, now):
             return True
         if call.message is not None and self._on_message[call.message][0] is not call:
             return False  # an earlier call on this message is still on its way
@@ -452,7 +462,7 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
             self._wake = None
         if not any(self._lanes.values()):
             return
-        times = [call.stale_at for call in self._perishable()]
+        times = [call.stale_at for call in self._perishable() if call.stale_at is not None]
         if self._overall.room(now) and self._smooth.room(now):  # held back by a share, a chat, a pause
             times += self._paused.values()
             times += [share.free_at(now) for share in self._shares.values()]
@@ -467,9 +477,13 @@ class TelegramRateLimiter(BaseRateLimiter[Pace]):
         self._wake = asyncio.get_running_loop().call_later(min(max(delay, 0.001), 1.0), self._pump)
 
     def _perishable(self) -> list[_Call]:
-        """Waiting calls that are dropped once past their use (chat actions)."""
-        feedback = self._lanes[Lane.FEEDBACK]
-        return [call for call in itertools.islice(feedback, SCAN_LIMIT) if call.stale_at is not None]
+        """Waiting calls that are dropped once past their use (chat actions, status messages)."""
+        return [
+            call
+            for lane in (Lane.NOTICE, Lane.FEEDBACK)
+            for call in itertools.islice(self._lanes[lane], SCAN_LIMIT)
+            if call.stale_at is not None or call.wanted is not None
+        ]
 
     # --- 429s ---------------------------------------------------------------------------------
     def _refused_by(self, call: _Call, retry_after: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -80,18 +81,18 @@ class TelegramMessenger:
     def _text(self, job: JobRecord, key: str, **values: object) -> str:
         return text(key, lang=job.lang, brief=not job.is_private, **values)
 
-    async def post_status(self, job: JobRecord, status: Status) -> int | None:
-        message: Message = await with_retries(
+    async def post_status(self, job: JobRecord, status: Status, *, wanted: Callable[[], bool]) -> int | None:
+        message: Message | bool = await with_retries(
             lambda: self.bot.send_message(
                 job.chat_id,
                 self._status_text(job, status),
                 reply_parameters=self._reply_to(job),
                 message_thread_id=job.thread_id,
-                rate_limit_args=NOTICE,
+                rate_limit_args=replace(NOTICE, wanted=wanted),
             ),
             what="status message",
         )
-        return message.message_id
+        return message.message_id if isinstance(message, Message) else None  # True: dropped unsent
 
     async def ping(self) -> None:
         await self.bot.get_me()

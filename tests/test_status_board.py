@@ -4,7 +4,7 @@ batch, or by the photos a user sends one by one, that counts what is done; poste
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot.domain import JobState
@@ -51,8 +51,15 @@ class Chat:
         self.retired: list[int | None] = []
         self.tasks: list[asyncio.Future[None]] = []
         self.next_id = 500
+        self.wanted: list[Callable[[], bool]] = []  # of each post, as Telegram's limiter asks it
+        self.turn: asyncio.Event | None = None  # when set: posts wait for it, as for their turn
 
-    async def post(self, j: JobRecord, status: Status) -> int:
+    async def post(self, j: JobRecord, status: Status, wanted: Callable[[], bool]) -> int | None:
+        self.wanted.append(wanted)
+        if self.turn is not None:
+            await self.turn.wait()
+            if not wanted():
+                return None  # dropped unsent
         self.posted.append((j.id, status))
         self.next_id += 1
         return self.next_id
@@ -146,6 +153,25 @@ async def test_a_status_message_answered_while_it_was_posted_is_deleted_on_arriv
     assert statuses.settle(single) is False  # answered before the post came back: not the caller's to delete
     await chat.settled()
     assert chat.retired == [501], "deleted once, on arrival"
+
+
+async def test_a_status_message_answered_before_its_turn_is_never_posted() -> None:
+    # Telegram's limit for the chat holds the post back; the photo is answered meanwhile.
+    statuses, chat = board()
+    chat.turn = asyncio.Event()
+    single = job("a")
+    statuses.track(single)
+    statuses.want(single, "queued", 4)
+    since = message_of(statuses, single).queued_since
+    assert since is not None
+    statuses.refresh(since + POST_WHEN_QUEUED)
+    await asyncio.sleep(0)
+    assert [wanted() for wanted in chat.wanted] == [True]
+    assert statuses.settle(single) is False
+    assert [wanted() for wanted in chat.wanted] == [False]
+    chat.turn.set()
+    await chat.settled()
+    assert chat.posted == [] and chat.retired == [] and single.status_message_id is None
 
 
 async def test_a_batch_shares_one_message_that_counts_what_is_done() -> None:

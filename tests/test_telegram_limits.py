@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -106,6 +107,25 @@ async def test_answers_go_ahead_of_status_edits_and_chat_actions() -> None:
     await done(answers + more)
     for task in edits:
         task.cancel()
+
+
+async def test_a_status_message_no_longer_wanted_when_its_turn_comes_is_dropped_unsent() -> None:
+    clock = Clock()
+    _, tg = limiter(clock, rate=30)
+    answers = [tg.call("sendMessage", ANSWER, label=f"answer{i}", chat_id=7) for i in range(3)]
+    await settle()
+    assert tg.labels() == ["answer0", "answer1", "answer2"]  # the chat's burst of three is spent
+    wanted = {"late": True, "kept": True}
+    late = tg.call("sendMessage", replace(NOTICE, wanted=lambda: wanted["late"]), label="late", chat_id=7)
+    kept = tg.call("sendMessage", replace(NOTICE, wanted=lambda: wanted["kept"]), label="kept", chat_id=8)
+    await settle()
+    assert tg.labels()[3:] == ["kept"]  # another chat: it goes at once
+    wanted["late"] = False  # its photo was answered while the chat's limit held it back
+    await run_for(tg, clock, 0.1)
+    assert await done([late, kept]) == [True, {"ok": "kept"}]  # dropped unsent: True, as for an edit
+    await run_for(tg, clock, 3.0)
+    assert tg.labels() == ["answer0", "answer1", "answer2", "kept"]
+    await done(answers)
 
 
 async def test_a_second_of_calls_leaves_in_fifths_not_at_once() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,8 +76,9 @@ class PropFile:
 class Messenger(Protocol):
     """The chat side of a job. Implemented in ``handlers/``; every method may raise on network trouble."""
 
-    async def post_status(self, job: JobRecord, status: Status) -> int | None:
-        """Post a status message saying ``status`` (the photo waits); return its id."""
+    async def post_status(self, job: JobRecord, status: Status, *, wanted: Callable[[], bool]) -> int | None:
+        """Post a status message saying ``status`` (the photo waits); return its id. While it waits for
+        its turn in Telegram's budget, ``wanted`` turning False drops it unsent: None then."""
 
     async def download(self, job: JobRecord) -> bytes: ...
 

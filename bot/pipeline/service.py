@@ -544,9 +544,9 @@ class CutoutService:
         self._chat_up.set()
 
     # --- feedback -----------------------------------------------------------------------------
-    async def _post_status(self, job: JobRecord, status: Status) -> int | None:
+    async def _post_status(self, job: JobRecord, status: Status, wanted: Callable[[], bool]) -> int | None:
         try:
-            return await self.messenger.post_status(job, status)
+            return await self.messenger.post_status(job, status, wanted=wanted)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the photo is still answered; only the news that it waits is lost

@@ -112,13 +112,13 @@ class StatusBoard:
     def __init__(
         self,
         *,
-        post: Callable[[JobRecord, Status], Awaitable[int | None]],
+        post: Callable[[JobRecord, Status, Callable[[], bool]], Awaitable[int | None]],
         show: Callable[[JobRecord, Status, bool], Awaitable[None]],
         posted: Callable[[list[JobRecord], int], None],
         retire: Callable[[JobRecord], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Future[None]],
     ) -> None:
-        self._post = post  # sends a status message, returns its id
+        self._post = post  # sends a status message while it is wanted, returns its id (None: not sent)
         self._show = show  # edits one (urgent: it shows the photos' place for the first time)
         self._posted = posted  # records a status message's id on the jobs it speaks for
         self._retire = retire  # deletes one
@@ -187,8 +187,9 @@ class StatusBoard:
 
     def settle(self, job: JobRecord) -> bool:
         """``job`` is being answered: stop speaking for it. True when its status message now speaks
-        for nobody and the caller retires it; one still being posted is deleted on arrival instead
-        (by the board alone: deleted twice, the second call is a wasted one). Edits still waiting
+        for nobody and the caller retires it; one still being posted is dropped unsent if it is still
+        waiting for its turn in Telegram's budget, else deleted on arrival (by the board alone:
+        deleted twice, the second call is a wasted one). Edits still waiting
         never land after the answer's: Telegram's limiter keeps calls on one message in order and
         lets the last replace them."""
         message = self._messages.get(self._key(job))
@@ -257,7 +258,7 @@ class StatusBoard:
 
     async def _post_one(self, message: _Message, status: Status) -> None:
         try:
-            message_id = await self._post(message.job, status)
+            message_id = await self._post(message.job, status, lambda: not message.retired)
         finally:
             message.busy = False
             message.last_edit = time.monotonic()
