@@ -322,3 +322,33 @@ async def test_the_next_photos_place_alone_is_edited_rarely_and_the_count_as_it_
     statuses.refresh(edited + PLACE_ONLY_AFTER)
     await chat.settled()
     assert chat.shown[-1] == ("j1", Status("queued", position=2, done=1, total=3))
+
+
+async def test_the_place_shown_never_jumps_back_while_the_next_photo_is_made() -> None:
+    statuses, chat = board()
+    album = [job(f"j{i}", "album:1:9", i) for i in range(4)]
+    for member in album:
+        statuses.track(member)
+        statuses.want(member, "queued", 2 + member.batch_index)
+    message = message_of(statuses, album[0])
+    statuses.refresh(message.since + POST_WHEN_QUEUED + 0.1)
+    await chat.settled()
+    statuses.want(album[0], "working")
+    statuses.settle(album[0])
+    statuses.want(album[1], "queued", 1)
+    statuses.want(album[2], "queued", 3)
+    statuses.refresh(message.since + 10)
+    await chat.settled()
+    assert chat.shown == [("j1", Status("queued", position=1, done=1, total=4))]
+    statuses.want(album[1], "working")  # the next one is being made: the one after it is #3
+    statuses.refresh(message.since + 30)
+    await chat.settled()
+    assert len(chat.shown) == 1, "not edited from #1 back to #3 with the count unchanged"
+    statuses.want(album[2], "queued", 2)
+    statuses.refresh(message.since + 50)
+    await chat.settled()
+    assert len(chat.shown) == 1
+    statuses.settle(album[1])  # done: the count and the place go together
+    statuses.refresh(message.since + 70)
+    await chat.settled()
+    assert chat.shown[-1] == ("j2", Status("queued", position=2, done=2, total=4))

@@ -4,9 +4,10 @@ A photo that starts at once gets no status message: a chat action says the bot i
 answer follows. A status message appears only once a photo waits (in line for a second, or still
 being fetched after two) and changes only when what it says changes, each message at most once per
 interval. The photos of a batch (an album, the links of one message) share one, which shows how many
-are done and where the next one in line stands (that place alone is edited more rarely); so do the
-photos a user sends one by one in a chat while an earlier one is not answered yet (ten photos in a
-row make one message that counts, not ten that come and go). Posting it is a
+are done and where the next one in line stands (that place alone is edited more rarely, and never
+back while the count stays: the next one being made, the place of the one after it waits for the
+count); so do the photos a user sends one by one in a chat while an earlier one is not answered yet
+(ten photos in a row make one message that counts, not ten that come and go). Posting it is a
 ``NOTICE`` in Telegram's budget; edits are ``FEEDBACK``, sent only with spare capacity, the latest
 replacing one still waiting (see ``bot/telegram_limits.py``), so status messages never crowd out
 answers.
@@ -232,7 +233,7 @@ class StatusBoard:
                 if message.worth_posting(now):
                     self._post_now(message)
                 continue
-            if wanted == message.shown:
+            if wanted == message.shown or _next_one_started(message.shown, wanted):
                 continue
             # A message that said "received" and now shows the photos' place: the user learns where they
             # stand, as urgent as a first status message (and as soon as the chat may take an edit).
@@ -277,6 +278,16 @@ class StatusBoard:
             # Counted from when the edit is done: Telegram never sees two closer than the interval,
             # however long the rate limiter held this one back.
             message.last_edit = time.monotonic()
+
+
+def _next_one_started(shown: Status, wanted: Status) -> bool:
+    """Whether only "the next one in line" changed, to the photo after it, the one shown having left the
+    line to be made: its place would jump back with the count unchanged. It shows with the new count."""
+    return (
+        wanted.kind == shown.kind == "queued"
+        and wanted.done == shown.done > 0
+        and (wanted.position or 0) > (shown.position or 0)
+    )
 
 
 def edit_interval(job: JobRecord, wanted: Status) -> float:
