@@ -69,7 +69,7 @@ TELEGRAM_RATE = 30.0  # calls to chats per second the bot may send (TELEGRAM_MAX
 TARGET_CALLS_IDLE = 3.0  # Telegram calls per photo when nobody waits
 TARGET_CALLS_WAITING = 5.0  # ... when photos wait in line
 TARGET_STATUS_S = 3.0  # the late single photo hears where it stands within this long
-TARGET_CPU_MS = 50.0  # bot CPU per photo (bench/latency.py measures it for 1280 px photos)
+TARGET_CPU_MS = 50.0  # bot CPU per 1280 px photo: shown here, judged by bench/latency.py --size 1280
 IDLE_WINDOW = 5.0  # seconds the bots' idle CPU is measured over, once the load is answered
 STATUS_MARKS = ("Got it", "Got them", "in line", "Cutting out", "Done: ")
 #: name: (users, photos each, QPS, API latency range)
@@ -511,8 +511,9 @@ def print_report(
             "bot CPU per photo",
             f"{report['cpu_ms']:.0f} ms minus idle ({report['cpu_raw_ms']:.0f} raw; idle "
             f"{report['idle_ms_per_s']:.0f} ms a second, mostly the lag probe) (512 x 512 photos)",
-            f"<= {TARGET_CPU_MS:g} ms",
-            report["cpu_ms"] <= TARGET_CPU_MS,
+            # The target is for 1280 px photos: judged by bench/latency.py, not on these smaller ones.
+            f"<= {TARGET_CPU_MS:g} ms per 1280 px photo: bench/latency.py --size 1280",
+            None,
         ),
         ("photo -> result p50", f"{percentile(waits, 0.5):.1f} s", "", None),
         ("photo -> result p95", f"{percentile(waits, 0.95):.1f} s", "", None),
