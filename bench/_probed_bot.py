@@ -4,9 +4,11 @@
 
 A task in the bot's own loop sleeps 10 ms over and over and records how late it wakes up: that is
 how long anything else (an update, a status edit, an API answer) could have waited for the loop.
-The samples are written to BENCH_LAG_FILE as JSON when the bot stops (post_stop), as
-``{"interval": s, "samples": [[time.monotonic(), lag_s], ...]}``; CLOCK_MONOTONIC is system-wide,
-so the benchmark can line the samples up with its own clock.
+With it, how long the loop's thread was ready to run but waited for a CPU meanwhile (Linux's
+schedstat): a lag made of that is the machine's (two cores shared with the stand-ins), not the
+loop's own work nor the GIL. The samples are written to BENCH_LAG_FILE as JSON when the bot stops
+(post_stop), as ``{"interval": s, "samples": [[time.monotonic(), lag_s, waited_s], ...]}``;
+CLOCK_MONOTONIC is system-wide, so the benchmark can line the samples up with its own clock.
 
 BENCH_SLOW_CALLBACK_MS=20 also turns on asyncio's debug mode, which logs every callback that held
 the loop longer than that (with its source): slower overall, but it names the culprits.
@@ -45,21 +47,44 @@ STALL_FRAMES = 8
 class LagProbe:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float]] = []
         self.task: asyncio.Task[None] | None = None
         self.awake_at = time.monotonic()  # the probe's last wake-up (read by the watchdog)
 
     async def run(self) -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(INTERVAL)
-            now = self.awake_at = time.monotonic()
-            self.samples.append((now, now - before - INTERVAL))
+        with _RunQueueWait() as waited:
+            while True:
+                before, waited_before = time.monotonic(), waited()
+                await asyncio.sleep(INTERVAL)
+                now = self.awake_at = time.monotonic()
+                self.samples.append((now, now - before - INTERVAL, waited() - waited_before))
 
     def dump(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"interval": INTERVAL, "samples": self.samples}))
         tmp.replace(self.path)
+
+
+class _RunQueueWait:
+    """Seconds the calling thread has spent ready to run but waiting for a CPU (0 where the kernel
+    does not say: not Linux, or no schedstat)."""
+
+    def __enter__(self) -> Any:
+        try:
+            self._file: Any = open("/proc/thread-self/schedstat")
+        except OSError:
+            self._file = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __call__(self) -> float:
+        if self._file is None:
+            return 0.0
+        self._file.seek(0)
+        return int(self._file.read().split()[1]) / 1e9  # on the CPU, waiting for one, time slices (ns)
 
 
 class StallWatch:
