@@ -48,15 +48,14 @@ _PHOTO_QUALITIES = (92, 85, 75, 60, 45)
 
 # (quality, alpha_quality) for a lossy sticker, best first; the last always fits at 512 px
 _WEBP_LOSSY_STEPS = ((95, 100), (90, 100), (80, 100), (70, 90), (60, 80), (50, 60), (40, 40), (0, 0))
-# A sticker is resampled with bicubic (Pillow's thumbnail() filter) while it scales by at most
-# _BICUBIC_UP_TO: against Lanczos over detail down to the pixel (skimage's astronaut tiled, and four
-# other photos at their own size), 44.6 dB at worst for scales 0.5 to 3, within 1.5 levels RMS, at
-# 60 % of the CPU (5.7 ms, not 9.2, for the 576 x 704 answer to a 1280 px photo). Further down it
-# takes two steps: reduce() by whole blocks first, while the Lanczos step left scales by at least
-# _STICKER_REDUCING_GAP (Pillow's thumbnail() uses 2.0). Against one Lanczos pass, the worst PSNR
-# was 45.8 dB for scales 2 to 8.5, and a 1800 px head (scale 3.8) is 49 dB at a third of the CPU;
-# bicubic after reduce() falls to 39-41 dB.
-_BICUBIC_UP_TO = 3.0
+# A sticker is resampled in one pass while it scales by less than twice _STICKER_REDUCING_GAP, with
+# bicubic (Pillow's thumbnail() filter): against Lanczos over detail down to the pixel (skimage's
+# astronaut and four other photos, tiled), 43.8 dB at worst for scales 0.5 to 3.6 (44.6 up to 3),
+# within 1.7 levels RMS, at 60 % of the CPU (5.7 ms, not 9.2, for the 576 x 704 answer to a 1280 px
+# photo). Further down it takes two steps: reduce() by whole blocks first, while the Lanczos step
+# left scales by at least _STICKER_REDUCING_GAP (Pillow's thumbnail() uses 2.0). Against one Lanczos
+# pass, the worst PSNR was 45.8 dB for scales 2 to 8.5, and a 1800 px head (scale 3.8) is 49 dB at a
+# third of the CPU; bicubic after reduce() falls to 39-41 dB.
 _STICKER_REDUCING_GAP = 1.8
 _SUPPORT = {Image.Resampling.BICUBIC: 2.0, Image.Resampling.LANCZOS: 3.0}  # Pillow's, in output px
 _SOLID_ALPHA = [0] * (ALPHA_THRESHOLD + 1) + [255] * (255 - ALPHA_THRESHOLD)
@@ -260,7 +259,7 @@ def _resample(im: Image.Image, box: _Box, size: tuple[int, int]) -> tuple[Image.
     """
     visible = im.getbbox(alpha_only=True) or box  # alpha > 0; the caller found some pixel visible
     scale_x, scale_y = (box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]
-    mild = max(scale_x, scale_y) <= _BICUBIC_UP_TO  # no reduce() step either: 3 < 2 x the gap
+    mild = max(scale_x, scale_y) < 2 * _STICKER_REDUCING_GAP  # one pass: no reduce() step
     resample = Image.Resampling.BICUBIC if mild else Image.Resampling.LANCZOS
     support = _SUPPORT[resample]
     left, right = _span(box[0], scale_x, size[0], visible[0], visible[2], support)
