@@ -79,11 +79,6 @@ GLOBAL_FLOOD_SPAN = 1.0
 SCAN_LIMIT = 500
 
 
-def _past_use(call: _Call, now: float) -> bool:
-    """Whether a waiting call is no longer worth sending: too late (a chat action), or not wanted."""
-    return (call.stale_at is not None and call.stale_at < now) or (call.wanted is not None and not call.wanted())
-
-
 def retry_after_seconds(exc: RetryAfter) -> float:
     """Seconds Telegram asks us to wait (PTB 22 gives an int or, opted in, a timedelta)."""
     value = exc.retry_after
@@ -197,6 +192,11 @@ class _Call:
 
     def __lt__(self, other: _Call) -> bool:
         return self.seq < other.seq
+
+
+def _past_use(call: _Call, now: float) -> bool:
+    """Whether a waiting call is no longer worth sending: too late (a chat action), or not wanted."""
+    return (call.stale_at is not None and call.stale_at < now) or (call.wanted is not None and not call.wanted())
 
 
 class TelegramRateLimiter(BaseRateLimiter[Pace]):

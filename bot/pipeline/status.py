@@ -188,11 +188,11 @@ class StatusBoard:
 
     def settle(self, job: JobRecord) -> bool:
         """``job`` is being answered: stop speaking for it. True when its status message now speaks
-        for nobody and the caller retires it; one still being posted is dropped unsent if it is still
-        waiting for its turn in Telegram's budget, else deleted on arrival (by the board alone:
-        deleted twice, the second call is a wasted one). Edits still waiting
-        never land after the answer's: Telegram's limiter keeps calls on one message in order and
-        lets the last replace them."""
+        for nobody and the caller retires it; one still being posted is dropped unsent if it is
+        still waiting for its turn in Telegram's budget, else deleted on arrival (by the board
+        alone: deleted twice, the second call is a wasted one). Edits still waiting never land after
+        the answer's: Telegram's limiter keeps calls on one message in order and lets the last
+        replace them."""
         message = self._messages.get(self._key(job))
         if message is None or message.members.pop(job.id, None) is None:
             return False
