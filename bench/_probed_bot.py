@@ -53,11 +53,14 @@ class LagProbe:
 
     async def run(self) -> None:
         with _RunQueueWait() as waited:
+            waited_before = waited()  # read once a round: from one wake-up to the next
             while True:
-                before, waited_before = time.monotonic(), waited()
+                before = time.monotonic()
                 await asyncio.sleep(INTERVAL)
                 now = self.awake_at = time.monotonic()
-                self.samples.append((now, now - before - INTERVAL, waited() - waited_before))
+                waited_now = waited()
+                self.samples.append((now, now - before - INTERVAL, waited_now - waited_before))
+                waited_before = waited_now
 
     def dump(self) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -20,9 +20,9 @@ user sends a single photo. Figures:
 - the late single photo: its wait; its place in line when first shown (round robin: at most one photo
   of each other waiting user ahead of it); how many photos the API started between its sending and
   its own task (its intake included; first in, first out would be the whole backlog);
-- peak RSS of the bot process (VmHWM); the largest event-loop lag inside the bot, and how much of it
-  the loop's thread was ready to run but waited for a CPU (the machine's share: the stand-ins run on
-  the same two cores);
+- peak RSS of the bot process (VmHWM); the largest event-loop lag inside the bot, and how long the
+  loop's thread was meanwhile ready to run but waiting for a CPU (the machine's share: the stand-ins
+  run on the same two cores);
 - Telegram calls to chats per photo, by method (the bot's whole budget is about 30 a second, and
   answers share it with status messages), and the most of them in any 1 s; bot CPU per photo, less
   what the same bot spends idle over as long (the lag probe alone costs ~20 ms a second).
@@ -399,8 +399,8 @@ def run(args: argparse.Namespace) -> bool:
 
 
 def worst_lag(samples: list[tuple[float, float, float]], start: float, end: float) -> dict[str, float]:
-    """The largest loop lag between ``start`` and ``end``, and how much of it the loop's thread spent
-    waiting for a CPU (ms)."""
+    """The largest loop lag between ``start`` and ``end``, and how long the loop's thread waited for a
+    CPU over that round of the probe (its 10 ms sleep and the lag; ms)."""
     during = [sample for sample in samples if start <= sample[0] <= end]
     _, lag, waited = max(during, key=lambda sample: sample[1], default=(math.nan, math.nan, math.nan))
     return {"lag_ms": lag * 1000, "lag_waited_ms": waited * 1000}
@@ -562,7 +562,7 @@ def print_report(
         ),
         (
             "largest event-loop lag",
-            f"{lag:.1f} ms (its thread waited {laggard['lag_waited_ms']:.1f} ms of it for a CPU)",
+            f"{lag:.1f} ms (meanwhile its thread waited {laggard['lag_waited_ms']:.1f} ms for a CPU)",
             f"< {TARGET_LAG_MS:g} ms",
             lag < TARGET_LAG_MS,
         ),
