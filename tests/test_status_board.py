@@ -297,18 +297,25 @@ async def test_a_message_that_said_received_shows_the_first_place_as_urgently_as
     assert chat.urgent == [Status("queued", 39)], "only the first place shown is urgent"
 
 
-async def test_the_next_photos_place_alone_is_edited_rarely_and_the_count_as_it_changes() -> None:
+async def album_with_one_done(count: int, first_place: int) -> tuple[StatusBoard, Chat, list[JobRecord], Any]:
+    """An album of ``count`` photos in line from ``first_place``, its status message posted once they
+    waited, and its first photo answered."""
     statuses, chat = board()
-    album = [job(f"j{i}", "album:1:9", i) for i in range(3)]
+    album = [job(f"j{i}", "album:1:9", i) for i in range(count)]
     for member in album:
         statuses.track(member)
-        statuses.want(member, "queued", 20 + member.batch_index)
+        statuses.want(member, "queued", first_place + member.batch_index)
     message = message_of(statuses, album[0])
     statuses.refresh(message.since + POST_WHEN_QUEUED + 0.1)
     await chat.settled()
-    assert chat.posted == [("j0", Status("queued", position=20, total=3))]
+    assert chat.posted == [("j0", Status("queued", position=first_place, total=count))]
     statuses.want(album[0], "working")
     statuses.settle(album[0])
+    return statuses, chat, album, message
+
+
+async def test_the_next_photos_place_alone_is_edited_rarely_and_the_count_as_it_changes() -> None:
+    statuses, chat, album, message = await album_with_one_done(3, first_place=20)
     statuses.want(album[1], "queued", 4)
     statuses.refresh(message.last_edit + 2.0)  # the count changed: edited as often as any status
     await chat.settled()
@@ -325,16 +332,7 @@ async def test_the_next_photos_place_alone_is_edited_rarely_and_the_count_as_it_
 
 
 async def test_the_place_shown_never_jumps_back_while_the_next_photo_is_made() -> None:
-    statuses, chat = board()
-    album = [job(f"j{i}", "album:1:9", i) for i in range(4)]
-    for member in album:
-        statuses.track(member)
-        statuses.want(member, "queued", 2 + member.batch_index)
-    message = message_of(statuses, album[0])
-    statuses.refresh(message.since + POST_WHEN_QUEUED + 0.1)
-    await chat.settled()
-    statuses.want(album[0], "working")
-    statuses.settle(album[0])
+    statuses, chat, album, message = await album_with_one_done(4, first_place=2)
     statuses.want(album[1], "queued", 1)
     statuses.want(album[2], "queued", 3)
     statuses.refresh(message.since + 10)
