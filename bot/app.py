@@ -28,7 +28,7 @@ from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
 from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter
-from bot.transport import OneWriteTransport, pool_limits
+from bot.transport import AiohttpTransport
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,16 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .request(
             HTTPXRequest(
                 connection_pool_size=TELEGRAM_CONNECTIONS,
-                httpx_kwargs={"transport": OneWriteTransport(limits=pool_limits(TELEGRAM_CONNECTIONS))},
+                httpx_kwargs={"transport": AiohttpTransport(connections=TELEGRAM_CONNECTIONS)},
             )
         )
-        .get_updates_request(HTTPXRequest(connection_pool_size=1, read_timeout=35))
+        .get_updates_request(
+            HTTPXRequest(
+                connection_pool_size=1,
+                read_timeout=35,
+                httpx_kwargs={"transport": AiohttpTransport(connections=1)},
+            )
+        )
         .post_init(_open)
         .post_stop(_stop)
         .post_shutdown(_close)
