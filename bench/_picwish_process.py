@@ -33,9 +33,12 @@ def _serve(pipe: Connection, api_key: str, qps: float, latency: tuple[float, flo
             if command == "script":
                 fake.script(*argument)
                 pipe.send(None)
+            elif command == "prime":
+                fake.prime(argument)
+                pipe.send(None)
             elif command == "max_in_window":
                 pipe.send(fake.max_in_window())
-            else:  # a property: requests, count_429
+            else:  # a property: requests, count_429, cut_while_serving
                 pipe.send(getattr(fake, command))
     pipe.send(None)
 
@@ -64,17 +67,21 @@ class PicWishProcess:
         if self._process.is_alive():
             self._process.kill()
 
-    def _ask(self, command: str, argument: Any = None) -> Any:
+    def _ask(self, command: str, argument: Any = None, *, timeout: float = _REPLY_TIMEOUT) -> Any:
         self._pipe.send((command, argument))
-        return self._receive()
+        return self._receive(timeout)
 
-    def _receive(self) -> Any:
-        if not self._pipe.poll(_REPLY_TIMEOUT):
-            raise TimeoutError(f"the PicWish stand-in did not answer within {_REPLY_TIMEOUT:g} s")
+    def _receive(self, timeout: float = _REPLY_TIMEOUT) -> Any:
+        if not self._pipe.poll(timeout):
+            raise TimeoutError(f"the PicWish stand-in did not answer within {timeout:g} s")
         return self._pipe.recv()
 
     def script(self, *outcomes: Outcome) -> None:
         self._ask("script", outcomes)
+
+    def prime(self, uploads: list[bytes]) -> None:
+        """``FakePicWish.prime``: these uploads cut out ahead of time (a second a hundred, or so)."""
+        self._ask("prime", uploads, timeout=_REPLY_TIMEOUT + len(uploads) / 10)
 
     @property
     def requests(self) -> list[ApiRequest]:
@@ -86,6 +93,10 @@ class PicWishProcess:
     @property
     def count_429(self) -> int:
         return int(self._ask("count_429"))
+
+    @property
+    def cut_while_serving(self) -> int:
+        return int(self._ask("cut_while_serving"))
 
     def max_in_window(self) -> int:
         return int(self._ask("max_in_window"))

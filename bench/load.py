@@ -7,8 +7,14 @@
 
 The bot runs as ``python -m bot`` in a child process (bench/_probed_bot.py adds an event-loop lag
 probe), so its peak RSS is its own; the Telegram stand-in runs here, the PicWish one in a process of
-its own (bench/_picwish_process.py: it stamps arrivals by its own clock, as the API does). Every
-user sends their photos one by one (distinct images, so the dedup cache never hides an API call); a few
+its own (bench/_picwish_process.py: it stamps arrivals by its own clock, as the API does). Both do
+their encoding before the load (``FakeTelegram.prepare_photos``: each photo's JPEG ladder;
+``FakePicWish.prime``: each cutout), so that while the bot is measured they only serve: at QPS 20
+they had taken most of the two cores the bot runs on, and its loop's stalls were mostly waits for a
+CPU. Every
+user sends their photos one by one (distinct images, so the dedup cache never hides an API call), 50
+photos a second arriving in all (``--arrival``; all at once, 200 photos reach the bot in two getUpdates
+answers, and parsing them and starting their handlers holds the loop for 70-100 ms); a few
 sync answers come back unfinished so polls share the budget too; once the backlog is long, one more
 user sends a single photo. Figures:
 
@@ -81,6 +87,10 @@ SCENARIOS: dict[str, tuple[int, int, float, tuple[float, float]]] = {
     "qps20": (40, 5, 20, (0.5, 1.5)),
     "queued": (100, 10, 10, (0.5, 1.5)),
 }
+# Photos arriving a second, all users together: faster than the API serves them at any QPS here, so a
+# backlog builds, as at an event where guests send their photos over a few seconds. (Before the stand-ins
+# made their JPEG ladders ahead of time, sending one took ~16 ms: about this pace, by accident.)
+ARRIVAL_PER_S = 50.0
 IN_LINE = re.compile(r"#(\d+) in line")
 WORKERS_LINE = re.compile(r"bot @\S+ is up \(QPS [\d.]+, (\d+) workers\)")
 
@@ -258,7 +268,8 @@ def run(args: argparse.Namespace) -> bool:
     total = args.users * args.photos
     count = total + processes + 1  # the load, a warm-up photo per bot, the late one
     print(f"preparing {count} distinct photos ...", flush=True)
-    images = iter([variant_jpeg(seed) for seed in range(count)])
+    photo_files = [variant_jpeg(seed) for seed in range(count)]
+    images = iter(photo_files)
     low, high = args.latency
 
     with ExitStack() as stack:
@@ -285,6 +296,11 @@ def run(args: argparse.Namespace) -> bool:
             env = bot_env(telegram.url, picwish.url, folder / f"data{index}", **extra)
             bots.append(Bot(index, telegram, folder, env))
         stack.callback(stop_all, bots)
+        # What Telegram and the API would spend on these photos is spent now, before the bot is measured:
+        # the stand-ins share the bot's two cores, and at QPS 20 their encoding took most of them.
+        print("making the stand-ins' JPEG ladders and cutouts ahead ...", flush=True)
+        uploads = {upload for bot in bots for upload in bot.telegram.prepare_photos(photo_files)}
+        picwish.prime(sorted(uploads))
         for bot in bots:
             bot.start()
         for bot in bots:
@@ -303,6 +319,8 @@ def run(args: argparse.Namespace) -> bool:
         for index, bot in enumerate(bots):
             for user in users_per_bot[index]:
                 for _ in range(args.photos):
+                    # Users' uploads take time: the photos arrive at --arrival a second, not all at once.
+                    time.sleep(max(0.0, load_start + len(photos) / args.arrival - time.monotonic()))
                     photos.append(send(bot, user, next(images)))
                     # Nobody ever waits: the next photo comes once this one is answered.
                     if args.one_at_a_time:
@@ -372,6 +390,7 @@ def run(args: argparse.Namespace) -> bool:
                 None if late_create is None else len([t for t in creates if late.sent_at < t < late_create])
             ),
             "count_429": picwish.count_429,
+            "cut_while_serving": picwish.cut_while_serving,
             "max_in_window": picwish.max_in_window(),
             "closest": closest_window(sorted(r.at for r in picwish.requests if r.accepted), burst),
             "queries": len([r for r in requests if r.kind == "query"]),
@@ -578,7 +597,8 @@ def print_report(
     print(
         f"{args.users} users x {args.photos} photos (+1 late), {mode}; PICWISH_QPS {qps:g}, "
         f"API latency {args.latency[0]:g}-{args.latency[1]:g} s; {report['creates']} creates, "
-        f"{report['queries']} polls"
+        f"{report['queries']} polls; the stand-in cut out {report['cut_while_serving']} photos while "
+        "serving (the rest were made ahead, as the JPEG ladders were)"
     )
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
@@ -627,6 +647,12 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="keep the bots' data, logs and lag samples here")
     parser.add_argument(
         "--one-at-a-time", action="store_true", help="each photo is sent once the one before is answered"
+    )
+    parser.add_argument(
+        "--arrival",
+        type=float,
+        default=ARRIVAL_PER_S,
+        help=f"photos arriving a second, all users together (default {ARRIVAL_PER_S:g})",
     )
     parser.add_argument(
         "--scenario",

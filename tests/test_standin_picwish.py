@@ -124,6 +124,22 @@ def test_sync_create_returns_a_transparent_head_cutout(
     assert [d.status for d in fake.downloads] == [200, 200]
 
 
+def test_a_primed_upload_is_answered_with_the_cutout_it_would_have_made(photo: bytes) -> None:
+    with FakePicWish(KEY, qps=100, latency=0.0) as plain_fake, FakePicWish(KEY, qps=100, latency=0.0) as fake:
+        plain_fake.prime([])
+        fake.prime([photo])
+        answers = []
+        for server in (plain_fake, fake):
+            with httpx.Client(base_url=server.url, headers={"X-API-KEY": KEY}, timeout=10) as http:
+                data = create(http, photo, sync="1", crop="1").json()["data"]
+                answers.append((http.get(data["image"]).content, http.get(data["mask"]).content))
+        assert answers[0] == answers[1]
+        assert (plain_fake.cut_while_serving, fake.cut_while_serving) == (1, 0)
+        with httpx.Client(base_url=fake.url, headers={"X-API-KEY": KEY}, timeout=10) as http:
+            create(http, photo, sync="1", crop="0")  # other options than primed: made when asked
+        assert fake.cut_while_serving == 1
+
+
 def test_crop_keeps_the_head_box_and_jpg_has_a_white_background(
     client: httpx.Client, photo: bytes, astronaut: Image.Image
 ) -> None:

@@ -138,6 +138,20 @@ def test_photo_arrives_as_a_jpeg_ladder_no_larger_than_the_original(
     assert len(download.content) == largest["file_size"]
 
 
+def test_a_photo_prepared_ahead_arrives_as_the_same_ladder_and_its_largest_size_is_returned(
+    tg: FakeTelegram,
+) -> None:
+    image = image_bytes((500, 300), "PNG", "RGBA")
+    plain = tg.send_photo(USER, image)["photo"]
+    [largest] = tg.prepare_photos([image])
+    prepared = tg.send_photo(USER, image)["photo"]
+    assert [(p["width"], p["height"], p["file_size"]) for p in prepared] == [
+        (p["width"], p["height"], p["file_size"]) for p in plain
+    ]
+    assert [tg.file_bytes(p["file_id"]) for p in prepared] == [tg.file_bytes(p["file_id"]) for p in plain]
+    assert largest == tg.file_bytes(prepared[-1]["file_id"])
+
+
 def test_files_over_20_mb_and_unknown_file_ids_cannot_be_fetched(tg: FakeTelegram, api: httpx.Client) -> None:
     big = tg.send_document(USER, b"tiny", file_name="huge.png", mime_type="image/png", declared_size=25 << 20)
     assert big["document"]["file_size"] == 25 << 20
