@@ -52,7 +52,8 @@ _READ_SIZE = 1024 * 1024
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx's requests carried by an aiohttp session of ``connections`` connections, all kept open
-    between requests for ``keepalive`` seconds. Redirects, cookies and decoding stay httpx's.
+    between requests for ``keepalive`` seconds (a burst of answers never opens and closes connections
+    of its own). Redirects, cookies and decoding stay httpx's.
 
     Timeouts as httpx's: ``connect`` to open a connection (``pool`` more to wait for a free one),
     ``read`` between two pieces of the answer. aiohttp has no write timeout: the wait for the answer's
@@ -203,12 +204,6 @@ class OneWriteTransport(httpx.AsyncHTTPTransport):
         if not isinstance(request.stream, httpx.ByteStream) and _length(request) <= JOIN_LIMIT:
             await request.aread()  # the pieces joined; the request's stream becomes that one piece
         return await super().handle_async_request(request)
-
-
-def pool_limits(connections: int) -> httpx.Limits:
-    """As many connections kept open between requests as may be in flight at once: a burst of
-    answers never has to open (and then close) connections of its own."""
-    return httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
 
 def _length(request: httpx.Request) -> float:

@@ -13,16 +13,17 @@ import pytest
 from aiohttp import BodyPartReader, web
 
 from bot import transport
-from bot.transport import AiohttpTransport, OneWriteTransport, pool_limits
+from bot.transport import AiohttpTransport, OneWriteTransport
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # 3 MB and a bit: many reads
+LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 SECRET = "123456:TOKEN-never-in-an-error"  # Telegram's URLs hold the bot's token
 
 
 def _transports() -> dict[str, Callable[[], httpx.AsyncBaseTransport]]:
     return {
         "aiohttp": lambda: AiohttpTransport(connections=4),
-        "httpcore": lambda: OneWriteTransport(limits=pool_limits(4)),
+        "httpcore": lambda: OneWriteTransport(limits=LIMITS),
     }
 
 
@@ -105,11 +106,6 @@ async def test_a_body_over_the_limit_streams_and_arrives_whole(
     assert await _post_form(echo_server, sticker, make_transport) == _expected(sticker)
 
 
-def test_the_pool_keeps_open_as_many_connections_as_it_may_use() -> None:
-    limits = pool_limits(64)
-    assert (limits.max_connections, limits.max_keepalive_connections) == (64, 64)
-
-
 async def test_a_connection_the_server_hung_up_is_dropped_and_the_next_request_gets_a_new_one(
     make_transport: Callable[[], httpx.AsyncBaseTransport],
 ) -> None:
@@ -144,7 +140,7 @@ async def test_a_connection_the_server_hung_up_is_dropped_and_the_next_request_g
 
 def test_the_pool_asks_its_connections_through_the_quick_readability_check() -> None:
     """A guard for upgrades: httpx builds httpcore's pool itself, and the check is hooked in there."""
-    pool = OneWriteTransport(limits=pool_limits(4))._pool
+    pool = OneWriteTransport(limits=LIMITS)._pool
     assert isinstance(pool, httpcore.AsyncConnectionPool)
     assert isinstance(pool._network_backend, transport._QuickReadability)
 
