@@ -11,12 +11,11 @@ its own (bench/_picwish_process.py: it stamps arrivals by its own clock, as the 
 their encoding before the load (``FakeTelegram.prepare_photos``: each photo's JPEG ladder;
 ``FakePicWish.prime``: each cutout), so that while the bot is measured they only serve: at QPS 20
 they had taken most of the two cores the bot runs on, and its loop's stalls were mostly waits for a
-CPU. Every
-user sends their photos one by one (distinct images, so the dedup cache never hides an API call), 50
-photos a second arriving in all (``--arrival``; all at once, 200 photos reach the bot in two getUpdates
-answers, and parsing them and starting their handlers held the loop 67-110 ms over 7 runs); a few
-sync answers come back unfinished so polls share the budget too; once the backlog is long, one more
-user sends a single photo. Figures:
+CPU. Every user sends their photos one by one (distinct images, so the dedup cache never hides an
+API call), 50 photos a second arriving in all (``--arrival``; all at once, 200 photos reach the bot
+in two getUpdates answers, and parsing them and starting their handlers held the loop 67-110 ms over
+7 runs); a few sync answers come back unfinished so polls share the budget too; once the backlog is
+long, one more user sends a single photo. Figures:
 
 - API requests per second while there is a backlog (first to last task creation), from the stand-in's
   log of accepted requests, against the limit; 429s; the closest that ``qps + 1`` requests came to
@@ -407,7 +406,6 @@ def run(args: argparse.Namespace) -> bool:
                 "workers": bot.workers,
                 "rss_mb": bot.rss_peak / 2**20,
                 **worst_lag(bot.lag_samples(), load_start, load_end),
-                "lag_all_ms": max((lag for _, lag, _ in bot.lag_samples()), default=math.nan) * 1000,
                 "errors": [line for line in bot.log.splitlines() if " ERROR " in line or "Traceback" in line],
             }
             for bot in bots

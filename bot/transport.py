@@ -37,7 +37,7 @@ import asyncio
 import select
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -91,12 +91,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open_session()
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
-        body: bytes | AsyncIterator[bytes] | None
+        body: bytes | AsyncIterable[bytes] | None
         if isinstance(request.stream, httpx.ByteStream) or _length(request) <= JOIN_LIMIT:
             body = await request.aread() or None
-        else:
-            assert isinstance(request.stream, httpx.AsyncByteStream)  # an async client's
-            body = _pieces(request.stream)
+        else:  # streamed as httpx makes it (an async client's stream is an async iterable)
+            assert isinstance(request.stream, httpx.AsyncByteStream)
+            body = request.stream
             headers = [(name, value) for name, value in headers if name.lower() != "transfer-encoding"]
         timeout = request.extensions.get("timeout", {})
         connect, read, write, pool = (timeout.get(k) for k in ("connect", "read", "write", "pool"))
@@ -150,11 +150,6 @@ class _AnswerStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._answer.release()  # back to the pool once read whole; closed otherwise
-
-
-async def _pieces(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
-    async for piece in stream:
-        yield piece
 
 
 @contextmanager
