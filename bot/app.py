@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from telegram.ext import Application, ApplicationBuilder, CallbackContext, ContextTypes
-from telegram.request import HTTPXRequest
 
 import handlers
 from bot.admission import UserLimits
@@ -28,7 +27,7 @@ from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
 from bot.storage.disk import DiskSpace
 from bot.telegram_limits import TelegramRateLimiter
-from bot.transport import AiohttpTransport
+from bot.telegram_request import TelegramRequest
 from bot.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -51,17 +50,10 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
         .request(
-            HTTPXRequest(
-                connection_pool_size=TELEGRAM_CONNECTIONS,
-                httpx_kwargs={"transport": AiohttpTransport(connections=TELEGRAM_CONNECTIONS)},
-            )
+TelegramRequest(connections=TELEGRAM_CONNECTIONS)
         )
         .get_updates_request(
-            HTTPXRequest(
-                connection_pool_size=1,
-                read_timeout=35,
-                httpx_kwargs={"transport": AiohttpTransport(connections=1)},
-            )
+TelegramRequest(connections=1, read_timeout=35)
         )
         .post_init(_open)
         .post_stop(_stop)

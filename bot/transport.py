@@ -1,17 +1,9 @@
-"""The httpx transports of the bot: Telegram's carried by aiohttp, the cutout API's by httpcore.
+"""The cutout API's httpx transport: httpcore's, with fewer writes, reads and readability checks.
 
-Telegram's requests (every python-telegram-bot call, and the file downloads) go through
-:class:`AiohttpTransport`: httpx stays the client (its API, its proxies from the environment, which
-it mounts on transports of its own), and aiohttp carries the request. httpcore, h11 and anyio are
-pure Python; aiohttp parses HTTP in C. On this 2-core machine a small form post costs the event loop
-1.35 ms through httpcore and 0.78 ms through aiohttp (0.33 ms for aiohttp alone: the rest is httpx's
-client), a 190 KB sticker upload 1.4 and 1.0 ms, a download 1.1 and 0.5 ms; a photo makes six such
-calls (bench/latency.py has the whole photo's figure). aiohttp sends a body in one write, notices a
-connection the server closed by itself, and reads all the socket has.
-
-The cutout API's requests keep httpcore (:class:`OneWriteTransport`): their QPS start is taken from
-httpcore's trace, right before the request's first byte leaves (bot/backends/picwish.py), which no
-hook of aiohttp's offers (it reports headers once they are written).
+The cutout API's requests keep httpx and httpcore (Telegram's go over aiohttp:
+bot/telegram_request.py): their QPS start is taken from httpcore's trace, right before the request's
+first byte leaves (bot/backends/picwish.py), which no hook of aiohttp's offers (it reports headers
+once they are written).
 
 httpx hands a multipart body to the socket piece by piece: each form field's header, its value and
 a line break, then the closing boundary. A sticker upload with three fields is 17 writes, each a
@@ -33,155 +25,15 @@ at most) whatever is asked, so there it changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
-import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import aiohttp
 import httpcore
 import httpx
-from yarl import URL
 
 JOIN_LIMIT = 8 * 1024 * 1024
 _READ_SIZE = 1024 * 1024
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx's requests carried by an aiohttp session of ``connections`` connections, all kept open
-    between requests for ``keepalive`` seconds (a burst of answers never opens and closes connections
-    of its own). Redirects, cookies and decoding stay httpx's.
-
-    Timeouts as httpx's: ``connect`` to open a connection (``pool`` more to wait for a free one),
-    ``read`` between two pieces of the answer. aiohttp has no write timeout: the wait for the answer's
-    head is bounded by all four together, so an upload that stalls still ends. Errors are httpx's,
-    worded without the URL (a Telegram URL holds the bot's token): a connection that cannot be opened
-    is a :class:`httpx.ConnectError`, which tells a caller that nothing was sent.
-    """
-
-    def __init__(
-        self, *, connections: int, keepalive: float = 5.0, verify: ssl.SSLContext | None = None
-    ) -> None:
-        self._connections = connections
-        self._keepalive = keepalive
-        self._ssl = verify or httpx.create_ssl_context()
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        """The session of the running loop: made at the first request (aiohttp binds it to its loop),
-        and again after :meth:`aclose` (python-telegram-bot reopens a client it shut down)."""
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(
-                limit=self._connections, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
-                auto_decompress=False,  # httpx decodes
-                skip_auto_headers=_HTTPX_SETS,
-            )
-            self._loop = loop
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._open_session()
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
-        body: bytes | AsyncIterable[bytes] | None
-        if isinstance(request.stream, httpx.ByteStream) or _length(request) <= JOIN_LIMIT:
-            body = await request.aread() or None
-        else:  # streamed as httpx makes it (an async client's stream is an async iterable)
-            assert isinstance(request.stream, httpx.AsyncByteStream)
-            body = request.stream
-            headers = [(name, value) for name, value in headers if name.lower() != "transfer-encoding"]
-        timeout = request.extensions.get("timeout", {})
-        connect, read, write, pool = (timeout.get(k) for k in ("connect", "read", "write", "pool"))
-        bound = None if None in (connect, read, write, pool) else connect + read + write + pool
-        with _as_httpx_errors(request):
-            async with asyncio.timeout(bound):
-                answer = await session.request(
-                    request.method,
-                    URL(str(request.url), encoded=True),
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        connect=None if connect is None or pool is None else connect + pool,
-                        sock_connect=connect,
-                        sock_read=read,
-                    ),
-                )
-        return httpx.Response(
-            answer.status,
-            headers=list(answer.raw_headers),
-            stream=_AnswerStream(answer, request),
-            extensions={
-                "http_version": f"HTTP/{answer.version.major}.{answer.version.minor}".encode()
-                if answer.version
-                else b"HTTP/1.1",
-                "reason_phrase": (answer.reason or "").encode("latin-1", "replace"),
-            },
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-
-# httpx puts these on every request; aiohttp would add its own where one is missing
-_HTTPX_SETS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-
-
-class _AnswerStream(httpx.AsyncByteStream):
-    def __init__(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._answer = answer
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors(self._request):
-            async for piece in self._answer.content.iter_any():
-                yield piece
-
-    async def aclose(self) -> None:
-        self._answer.release()  # back to the pool once read whole; closed otherwise
-
-
-@contextmanager
-def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError:
-        raise httpx.ConnectTimeout("timed out opening a connection", request=request) from None
-    except aiohttp.SocketTimeoutError:
-        raise httpx.ReadTimeout("timed out waiting for the answer", request=request) from None
-    except TimeoutError:  # the bound on the whole exchange: the upload stalled
-        raise httpx.WriteTimeout("timed out sending the request", request=request) from None
-    except aiohttp.ClientConnectorError as exc:  # nothing was sent
-        raise httpx.ConnectError(f"cannot connect: {_reason(exc.os_error)}", request=request) from None
-    except aiohttp.ServerDisconnectedError:
-        raise httpx.RemoteProtocolError(
-            "the server closed the connection without an answer", request=request
-        ) from None
-    except aiohttp.ClientPayloadError:
-        raise httpx.RemoteProtocolError("the answer was cut short", request=request) from None
-    except aiohttp.ClientResponseError as exc:  # its text quotes the URL: the message alone
-        raise httpx.RemoteProtocolError(f"a malformed answer: {exc.message}", request=request) from None
-    except aiohttp.InvalidURL:
-        raise httpx.UnsupportedProtocol("an invalid URL", request=request) from None
-    except aiohttp.ClientOSError as exc:
-        raise httpx.ReadError(f"the connection failed: {_reason(exc)}", request=request) from None
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(type(exc).__name__, request=request) from None
-
-
-def _reason(exc: OSError | None) -> str:
-    return (exc.strerror if exc is not None else None) or "no reason given"
 
 
 class OneWriteTransport(httpx.AsyncHTTPTransport):

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import httpx
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
@@ -21,6 +20,7 @@ from bot.pipeline.contracts import PropFile, SentSticker, Sticker
 from bot.pipeline.status import Status
 from bot.storage import JobRecord
 from bot.telegram_limits import ANSWER, FEEDBACK, NOTICE, Lane, Pace, retry_after_seconds
+from bot.telegram_request import TelegramUnreachable
 from bot.texts import text
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, what: str) -> T:
         except NetworkError as exc:  # includes TimedOut and 5xx answers
             # No connection at all: Telegram is unreachable, so the answer waits in its chat's line at once
             # (the service retries it when Telegram is back, in order) rather than after these retries.
-            if attempt == SEND_ATTEMPTS or isinstance(exc.__cause__, httpx.ConnectError):
+            if attempt == SEND_ATTEMPTS or isinstance(exc, TelegramUnreachable):
                 raise errors.ChatUnreachable(f"{what}: {type(exc).__name__}") from exc
             delay = SEND_BACKOFF * 2 ** (attempt - 1)
             log.warning("%s failed (%s), attempt %d", what, type(exc).__name__, attempt)
