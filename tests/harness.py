@@ -148,6 +148,27 @@ class BotProcess:
         self._log.close()
 
 
+class AnswerOnceThenHangUp:
+    """A raw loopback server's handler: each connection gets one answer that says keep-alive, then the
+    server closes it (a keep-alive it does not keep). ``accepted`` counts connections; ``hung_up`` is
+    set once one was closed."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.accepted = 0
+        self.hung_up = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(self.body)
+        writer.write(head + self.body)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        self.hung_up.set()
+
+
 def astronaut_jpeg(quality: int = 90, size: int | None = None) -> bytes:
     from skimage import data
 

@@ -15,6 +15,7 @@ from telegram import Bot, InputFile
 from telegram.error import NetworkError, TimedOut
 
 from bot.telegram_request import TelegramRequest, TelegramUnreachable
+from tests.harness import AnswerOnceThenHangUp
 
 SECRET = "123456:TOKEN-never-in-an-error"  # Telegram's URLs hold the bot's token
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # 3 MB and a bit: many reads
@@ -200,29 +201,14 @@ async def test_calls_one_after_another_share_one_connection_and_a_restarted_requ
 
 
 async def test_a_connection_the_server_hung_up_is_dropped_and_the_next_call_gets_a_new_one() -> None:
-    accepted = 0
-    hung_up = asyncio.Event()
-
-    async def answer_once_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal accepted
-        accepted += 1
-        await reader.readuntil(b"\r\n\r\n")
-        body = b'{"ok":true,"result":true}'
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
-        writer.close()  # a keep-alive the server does not keep
-        await writer.wait_closed()
-        hung_up.set()
-
-    server, url = await _serve(answer_once_then_hang_up)
+    server_side = AnswerOnceThenHangUp(b'{"ok":true,"result":true}')
+    server, url = await _serve(server_side)
     request = TelegramRequest(connections=4)
     try:
         first = await request.post(url)
-        await asyncio.wait_for(hung_up.wait(), 5)
+        await asyncio.wait_for(server_side.hung_up.wait(), 5)
         second = await request.post(url)
-        assert (first, second, accepted) == (True, True, 2)
+        assert (first, second, server_side.accepted) == (True, True, 2)
     finally:
         await request.shutdown()
         await _stop(server)

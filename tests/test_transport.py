@@ -14,6 +14,7 @@ from aiohttp import BodyPartReader, web
 
 from bot import transport
 from bot.transport import OneWriteTransport
+from tests.harness import AnswerOnceThenHangUp
 
 BIG = hashlib.sha256(b"seed").digest() * (3 * 1024 * 1024 // 32 + 7)  # 3 MB and a bit: many reads
 LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
@@ -93,27 +94,15 @@ async def test_a_connection_the_server_hung_up_is_dropped_and_the_next_request_g
     """httpcore asks each pooled connection whether its socket is readable before reusing it; an idle
     connection that reads as readable is one the server closed.
     Answered wrongly, the second request would go out on the dead connection and fail."""
-    accepted = 0
-    hung_up = asyncio.Event()
-
-    async def answer_once_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal accepted
-        accepted += 1
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
-        await writer.drain()
-        writer.close()  # a keep-alive the server does not keep
-        await writer.wait_closed()
-        hung_up.set()
-
-    server = await asyncio.start_server(answer_once_then_hang_up, "127.0.0.1", 0)
+    server_side = AnswerOnceThenHangUp(b"ok")
+    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(transport=OneWriteTransport(limits=LIMITS), timeout=5) as client:
             first = await client.get(f"http://127.0.0.1:{port}/")
-            await asyncio.wait_for(hung_up.wait(), 5)
+            await asyncio.wait_for(server_side.hung_up.wait(), 5)
             second = await client.get(f"http://127.0.0.1:{port}/")
-        assert (first.text, second.text, accepted) == ("ok", "ok", 2)
+        assert (first.text, second.text, server_side.accepted) == ("ok", "ok", 2)
     finally:
         server.close()
         await server.wait_closed()
