@@ -2,10 +2,10 @@
 
 python-telegram-bot's own ``HTTPXRequest`` goes through httpx's client and httpcore, h11 and anyio,
 all pure Python; aiohttp parses HTTP in C. Measured on this 2-core machine (the loop's CPU per call,
-300 calls against a local aiohttp server in another process; python-telegram-bot's own work, such
-as reading the answer into a ``Message``, included): sendChatAction and getFile 0.51-0.57 ms here,
-against 0.94-1.04 ms through httpx over an aiohttp transport, and ~1.35 ms through httpx's own; a
-200 KB sendSticker 1.8 ms against 2.0-2.3. A photo makes about six such calls.
+300 calls against a local aiohttp server in another process, python-telegram-bot's own work such as
+reading the answer into a ``Message`` included): sendChatAction and getFile 0.47-0.62 ms here,
+against 0.88-1.04 ms through httpx over an aiohttp transport (this bot's way before); a 200 KB
+sendSticker 1.55-1.66 ms against 2.0-2.4. A photo makes about six such calls.
 
 Timeouts are python-telegram-bot's: ``connect`` to open a connection (``pool`` more to wait for a
 free one), ``read`` between two pieces of the answer; aiohttp has no write timeout, so the wait for
