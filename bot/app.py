@@ -49,12 +49,8 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
         .rate_limiter(TelegramRateLimiter(max_rate=settings.telegram_max_rate, max_retries=5, metrics=metrics))
         .context_types(ContextTypes(context=handlers.BotContext))
         .concurrent_updates(64)
-        .request(
-TelegramRequest(connections=TELEGRAM_CONNECTIONS)
-        )
-        .get_updates_request(
-TelegramRequest(connections=1, read_timeout=35)
-        )
+        .request(TelegramRequest(connections=TELEGRAM_CONNECTIONS))
+        .get_updates_request(TelegramRequest(connections=1, read_timeout=35))
         .post_init(_open)
         .post_stop(_stop)
         .post_shutdown(_close)

@@ -343,6 +343,11 @@ async def _drain(request: web.Request) -> None:
         pass
 
 
+def _primed_key(upload: bytes, crop: bool, output_format: str) -> tuple[bytes, bool, str]:
+    """What :meth:`FakePicWish.prime` files a cutout under: the upload's digest and the options."""
+    return hashlib.sha256(upload).digest(), crop, output_format
+
+
 class FakePicWish:
     """The PicWish Face Cutout API on 127.0.0.1, in a background thread. See the module docstring."""
 
@@ -555,7 +560,7 @@ class FakePicWish:
             answers = list(pool.map(cut, uploads))
         with self._lock:
             for upload, answer in zip(uploads, answers, strict=True):
-                self._primed[(hashlib.sha256(upload).digest(), crop, output_format)] = answer
+                self._primed[_primed_key(upload, crop, output_format)] = answer
 
     def script(self, *outcomes: Outcome, on: ScriptTarget = "create") -> None:
         """Queue outcomes, consumed in order by the next accepted API requests of that kind.
@@ -841,7 +846,7 @@ class FakePicWish:
             if isinstance(source, int):
                 return source, None
             with self._lock:
-                primed = self._primed.get((hashlib.sha256(source).digest(), task.crop, task.output_format))
+                primed = self._primed.get(_primed_key(source, task.crop, task.output_format))
             if primed is not None:
                 result = primed
             else:

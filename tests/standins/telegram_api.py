@@ -1424,10 +1424,7 @@ class FakeTelegram:
     def _photo_content(self, image: bytes) -> dict[str, Any]:
         with self._cond:
             prepared = self._prepared.pop(image, None)
-        if prepared is not None:
-            return {"photo": self._store_ladder(prepared)}
-        with Image.open(io.BytesIO(image)) as opened:
-            return {"photo": self._store_photo(opened)}
+        return {"photo": self._store_ladder(prepared if prepared is not None else _ladder_of(image))}
 
     def _document_content(
         self, data: bytes, file_name: str, mime_type: str | None, declared_size: int | None = None
