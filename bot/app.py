@@ -22,6 +22,7 @@ from bot.budget import QpsBudget, RedisBudget, make_budget
 from bot.config import Settings
 from bot.logsetup import redact_secrets
 from bot.observability import Health, Metrics
+from bot.pipeline.imagework import start_threads
 from bot.pipeline.maker import RetryPolicy
 from bot.pipeline.service import CutoutService
 from bot.storage import Store, cache, usage
@@ -64,6 +65,7 @@ def build_application(settings: Settings) -> Application[Any, Any, Any, Any, Any
 async def _open(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     settings: Settings = app.bot_data["settings"]
     metrics: Metrics = app.bot_data["metrics"]
+    start_threads()  # while idle: a thread started under load holds the loop until it runs
     store = Store(settings.data_dir / "bot.sqlite3")
     budget: QpsBudget | None = None
     fallback: CutoutBackend | None = None

@@ -14,13 +14,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bot import errors
 from bot.pipeline.contracts import Sticker
+from bot.pipeline.imagework import started_pool
 from bot.storage import JobRecord, ResultRecord, Store, cache
 from bot.storage.disk import RECHECK_SECONDS, DiskSpace, HeldWrites, is_disk_full
 from bot.storage.store import set_job
@@ -53,7 +53,7 @@ class Keeper:
         self._watch: asyncio.Task[None] | None = None
         # An unlink waits for the file system's journal, seconds while much is being written: never
         # on the event loop, and on a thread of its own so it holds up no imaging worker.
-        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeper-unlink")
+        self._remover = started_pool(1, "keeper-unlink")
         self._removing: set[asyncio.Future[None]] = set()
 
     # --- places -------------------------------------------------------------------------------
